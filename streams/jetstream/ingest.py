@@ -27,11 +27,14 @@ import asyncio
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -41,6 +44,9 @@ from streams.config import Settings, Topic
 from streams.jetstream.frames import BadFrame, FrameFacts, event_bytes, read_facts
 from streams.jetstream.resume import RecentIdentities, TailState
 from streams.log import ContextLogger, get_logger
+from streams.telemetry import inject_headers
+
+_tracer = trace.get_tracer("bge.ingest")
 
 __all__ = ["DeliveryFailed", "Ingest", "IngestStats", "subscribe_request"]
 
@@ -346,14 +352,20 @@ class Ingest:
         if not self._recent.add(facts.identity, facts.time_us):
             stats.duplicates += 1
             return facts
-        headers = [
-            ("kind", facts.kind.encode()),
-            ("time_us", str(facts.time_us).encode()),
-        ]
-        if facts.collection:
-            headers.append(("collection", facts.collection.encode()))
-            headers.append(("operation", facts.operation.encode()))
-        future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(), headers=headers)
+        with _tracer.start_as_current_span(
+            "ingest jetstream.frame",
+            kind=SpanKind.PRODUCER,
+            attributes={"did": facts.did, "kind": facts.kind, "collection": facts.collection,
+                        "operation": facts.operation, "time_us": facts.time_us, "endpoint": url,
+                        "messaging.system": "kafka", "messaging.destination.name": self._raw_topic},
+        ):
+            headers = [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
+            if facts.collection:
+                headers.append(("collection", facts.collection.encode()))
+                headers.append(("operation", facts.operation.encode()))
+            inject_headers(headers)
+            future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(),
+                                              headers=headers)
         self._inflight.add(facts.time_us, future)
         if stats.cursor_us is None or facts.time_us > stats.cursor_us:
             stats.cursor_us = facts.time_us  # never backwards
@@ -405,9 +417,10 @@ class Ingest:
         return {k: v for k, v in self.stats.as_dict().items() if k != "dlq_reasons"}
 
 
-async def run_ingest(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
-    """The ``bge ingest`` process: recover the cursor from Kafka, then ingest until SIGTERM or
-    SIGINT (exit 0, producer flushed) or until Kafka cannot take events (exit 3)."""
+async def run_ingest(settings: Settings, *, stop: asyncio.Event | None = None,
+                     on_start: Callable[[Ingest], None] | None = None) -> int:
+    """The ``bge ingest`` process: recover the cursor from Kafka, then ingest until SIGTERM,
+    SIGINT or ``stop`` (exit 0, producer flushed) or until Kafka cannot take events (exit 3)."""
     import signal
 
     from streams.jetstream.resume import read_tail
@@ -432,8 +445,9 @@ async def run_ingest(settings: Settings, *, ready: asyncio.Event | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ingest.stop)
-    if ready is not None:
-        ready.set()
+    if on_start is not None:
+        on_start(ingest)
+    stopper = asyncio.create_task(_stop_when(stop, ingest)) if stop is not None else None
     try:
         await ingest.run()
         return 0
@@ -442,6 +456,13 @@ async def run_ingest(settings: Settings, *, ready: asyncio.Event | None = None) 
                   error=str(exc), **ingest._summary_fields())
         return 3
     finally:
+        if stopper is not None:
+            stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await producer.stop()
+
+
+async def _stop_when(event: asyncio.Event, ingest: Ingest) -> None:
+    await event.wait()
+    ingest.stop()

@@ -1,0 +1,83 @@
+"""OpenTelemetry set-up: one tracer provider per process, exported over OTLP to Jaeger.
+
+Configured by the standard variables, read by the SDK itself: ``OTEL_EXPORTER_OTLP_ENDPOINT``
+(default ``http://localhost:4317``), ``OTEL_SERVICE_NAME`` (else the process role, e.g.
+``bge-ingest``), ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_BSP_*`` for the batch
+processor, ``OTEL_SDK_DISABLED``. Export is batched in a background thread: a collector that is
+down costs dropped spans and a logged warning, never a crash or a blocked event loop.
+
+W3C trace context travels in Kafka headers (``traceparent``/``tracestate``): :func:`inject_headers`
+and :func:`extract_context` are the two halves.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Iterable, Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+import streams
+
+__all__ = ["extract_context", "inject_headers", "setup_tracing", "shutdown_tracing"]
+
+_provider: TracerProvider | None = None
+
+
+def setup_tracing(role: str) -> TracerProvider:
+    """Install the process's tracer provider (once); ``role`` names the service when
+    ``OTEL_SERVICE_NAME`` is unset: ``bge-<role>``."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    resource = Resource.create({
+        "service.name": os.environ.get("OTEL_SERVICE_NAME") or f"bge-{role}",
+        "service.version": streams.__version__,
+        "service.namespace": "bluesky-growth-engine",
+    })
+    provider = TracerProvider(resource=resource)
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    atexit.register(shutdown_tracing)
+    return provider
+
+
+def shutdown_tracing(timeout_ms: int = 5_000) -> None:
+    """Flush and stop the exporter (bounded in time)."""
+    global _provider
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
+        _provider.shutdown()
+        _provider = None
+
+
+def inject_headers(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Append the current trace context to Kafka ``headers`` (in place) and return them."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    headers.extend((k, v.encode()) for k, v in carrier.items())
+    return headers
+
+
+def extract_context(headers: Iterable[tuple[str, bytes]] | None) -> otel_context.Context:
+    """The trace context carried by Kafka ``headers`` (an empty context when none)."""
+    carrier = {k: v.decode("latin-1") for k, v in headers or () if k in ("traceparent", "tracestate")}
+    return propagate.extract(carrier)
+
+
+def trace_id_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The trace id (32 hex) carried by Kafka ``headers``, if any."""
+    for key, value in headers or ():
+        if key == "traceparent":
+            parts = value.decode("latin-1").split("-")
+            return parts[1] if len(parts) == 4 else None
+    return None
