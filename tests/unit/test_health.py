@@ -1,0 +1,176 @@
+"""Health registry: concurrent checks with timeouts, and the aggregation rule."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streams.health import (
+    CheckOutcome,
+    HealthRegistry,
+    HealthReport,
+    HealthStatus,
+    overall_status,
+)
+
+H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY
+STAMP = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)
+
+
+def registry(**kw) -> HealthRegistry:
+    return HealthRegistry(now=lambda: STAMP, **kw)
+
+
+def returning(outcome: CheckOutcome):
+    async def check() -> CheckOutcome:
+        return outcome
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("statuses", "overall"),
+    [([], U), ([H], H), ([H, H], H), ([H, D], D), ([D, D], D), ([H, U], U), ([D, U, H], U)],
+)
+def test_overall_status_is_the_worst_and_unhealthy_when_nothing_is_checked(statuses, overall):
+    assert overall_status(statuses) is overall
+
+
+async def test_an_empty_registry_reports_unhealthy():
+    report = await registry().run()
+    assert report.status is U and report.checks == [] and report.http_status == 503
+
+
+async def test_results_carry_service_status_message_time_and_timestamp():
+    reg = registry()
+    reg.register("kafka", returning(CheckOutcome.healthy("3 brokers")))
+    reg.register("postgres", returning(CheckOutcome.degraded("replica lag 12s")))
+    report = await reg.run()
+    assert report.status is D and report.http_status == 200
+    kafka, postgres = report.checks
+    assert (kafka.service, kafka.status, kafka.message) == ("kafka", H, "3 brokers")
+    assert (postgres.service, postgres.status, postgres.message) == ("postgres", D, "replica lag 12s")
+    assert kafka.timestamp == STAMP and kafka.response_time_ms >= 0
+
+
+async def test_a_check_that_raises_is_unhealthy_with_the_reason_and_credentials_masked():
+    async def broken() -> CheckOutcome:
+        raise ConnectionRefusedError("connect to postgresql://bge:hunter2@db:5432/bge failed")
+
+    reg = registry()
+    reg.register("postgres", broken)
+    reg.register("kafka", returning(CheckOutcome.healthy()))
+    report = await reg.run()
+    assert report.status is U
+    result = report.checks[0]
+    assert result.status is U
+    assert result.message == "ConnectionRefusedError: connect to postgresql://bge:***@db:5432/bge failed"
+
+
+async def test_a_check_that_times_out_is_unhealthy_and_does_not_hold_up_the_others():
+    async def hangs() -> CheckOutcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    reg = registry(default_timeout=5.0)
+    reg.register("jetstream", hangs, timeout=0.05)
+    reg.register("kafka", returning(CheckOutcome.healthy()))
+    start = time.perf_counter()
+    report = await reg.run()
+    assert time.perf_counter() - start < 1.0
+    jetstream, kafka = report.checks
+    assert jetstream.status is U and jetstream.message == "timed out after 0.05s"
+    assert jetstream.response_time_ms >= 50 * 0.9
+    assert kafka.status is H
+
+
+async def test_a_timeout_raised_by_the_check_itself_is_reported_as_its_error():
+    async def socket_timeout() -> CheckOutcome:
+        raise TimeoutError("read timed out")
+
+    reg = registry()
+    reg.register("appview", socket_timeout)
+    assert (await reg.run_one("appview")).message == "TimeoutError: read timed out"
+
+
+async def test_checks_run_concurrently():
+    async def slow() -> CheckOutcome:
+        await asyncio.sleep(0.2)
+        return CheckOutcome.healthy()
+
+    reg = registry()
+    for name in ("a", "b", "c", "d", "e"):
+        reg.register(name, slow)
+    start = time.perf_counter()
+    report = await reg.run()
+    assert time.perf_counter() - start < 0.6  # not 5 x 0.2 s
+    assert report.status is H and [c.service for c in report.checks] == ["a", "b", "c", "d", "e"]
+
+
+async def test_a_check_returning_something_else_is_unhealthy():
+    async def sloppy():
+        return True
+
+    reg = registry()
+    reg.register("sloppy", sloppy)  # type: ignore[arg-type]
+    result = await reg.run_one("sloppy")
+    assert result.status is U and "not a CheckOutcome" in result.message
+
+
+async def test_response_time_comes_from_the_injected_clock():
+    ticks = iter([1.0, 1.25])
+    reg = registry(clock=lambda: next(ticks))
+    reg.register("x", returning(CheckOutcome.healthy()))
+    assert (await reg.run_one("x")).response_time_ms == 250.0
+
+
+async def test_the_report_is_json_serialisable():
+    reg = registry()
+    reg.register("kafka", returning(CheckOutcome.unhealthy("no brokers")))
+    report = await reg.run()
+    data = report.model_dump(mode="json")
+    assert orjson.loads(orjson.dumps(data)) == {
+        "status": "unhealthy",
+        "timestamp": "2026-07-04T12:00:00Z",
+        "checks": [{"service": "kafka", "status": "unhealthy", "message": "no brokers",
+                    "response_time_ms": data["checks"][0]["response_time_ms"],
+                    "timestamp": "2026-07-04T12:00:00Z"}],
+    }
+    assert HealthReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_registration_rejects_duplicates_and_bad_timeouts():
+    reg = registry()
+    reg.register("kafka", returning(CheckOutcome.healthy()))
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("kafka", returning(CheckOutcome.healthy()))
+    with pytest.raises(ValueError, match="timeout"):
+        reg.register("pg", returning(CheckOutcome.healthy()), timeout=0)
+    reg.unregister("kafka")
+    assert reg.services == []
+
+
+async def test_cancelling_the_run_cancels_the_checks():
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> CheckOutcome:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return CheckOutcome.healthy()
+
+    reg = registry()
+    reg.register("slow", slow)
+    task = asyncio.create_task(reg.run())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
