@@ -17,8 +17,8 @@ Contracts:
   backoff and jitter between attempts; silence longer than ``JETSTREAM_STALL_TIMEOUT_SECONDS`` is a
   failure. Every reconnect rewinds by the safety window; the cursor itself never moves backwards.
 - A frame that is not an event never stops the process: it goes to the dead-letter topic with
-  headers ``error_class``, ``error_message``, ``error_reason``, ``source``, ``endpoint`` and
-  ``arrived_at``.
+  headers ``error_class``, ``error_reason``, ``error_message``, ``source``, ``endpoint`` and
+  ``failed_at`` (``streams.deadletter``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from streams.breaker import BreakerConfig, CircuitBreaker, CircuitState
 from streams.config import Settings, Topic
+from streams.deadletter import dead_letter_headers
 from streams.jetstream.frames import BadFrame, FrameFacts, event_bytes, read_facts
 from streams.jetstream.resume import RecentIdentities, TailState
 from streams.log import ContextLogger, get_logger
@@ -379,15 +380,12 @@ class Ingest:
         stats.dlq_reasons[exc.reason] = stats.dlq_reasons.get(exc.reason, 0) + 1
         self.log.warning("frame dead-lettered", reason=exc.reason, error=str(exc), endpoint=url,
                          size=len(frame))
-        headers = [
-            ("error_class", type(exc).__name__.encode()),
-            ("error_reason", exc.reason.encode()),
-            ("error_message", str(exc)[:1000].encode()),
-            ("source", b"jetstream"),
-            ("endpoint", url.encode()),
-            ("compressed", b"true" if self.settings.jetstream_compress else b"false"),
-            ("arrived_at", datetime.fromtimestamp(arrived_us / 1e6, UTC).isoformat().encode()),
-        ]
+        headers = dead_letter_headers(
+            error_class=type(exc).__name__, reason=exc.reason, message=str(exc), source="jetstream",
+            failed_at=datetime.fromtimestamp(arrived_us / 1e6, UTC), endpoint=url,
+        )
+        headers.append(("compressed", b"true" if self.settings.jetstream_compress else b"false"))
+        inject_headers(headers)
         await self.producer.send_and_wait(self._dlq_topic, value=frame, headers=headers)
 
     async def _check_gap(self, cursor: int | None, first_time_us: int, url: str) -> None:

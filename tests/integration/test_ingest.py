@@ -89,7 +89,7 @@ async def test_every_kind_of_bad_frame_is_dead_lettered_with_its_reason_and_the_
     for message in dead:
         headers = dict(message.headers)
         assert headers["error_class"] == b"BadFrame"
-        assert headers["error_message"] and headers["arrived_at"] and headers["endpoint"]
+        assert headers["error_message"] and headers["failed_at"] and headers["endpoint"]
         assert message.value  # the original bytes, as received
     counts = identities(await read_all(settings, Topic.JETSTREAM_EVENTS))
     assert len(counts) == 400 and set(counts.values()) == {1}

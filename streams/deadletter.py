@@ -1,0 +1,84 @@
+"""Dead letters: the original bytes, and headers that say why, where from and when.
+
+Both dead-letter topics (``jetstream.dlq`` for frames that are not events, ``growth.dlq`` for
+raw events the domain rejected) use these headers, so one tool reads and re-drives both:
+
+| header | meaning |
+| --- | --- |
+| ``error_class`` | the error's type (``BadFrame``, ``Rejection``, ...) |
+| ``error_reason`` | a short stable code (``invalid_json``, ``oversized``, ``invalid_record``, ...) |
+| ``error_message`` | the human-readable reason (at most 1,000 characters) |
+| ``source`` | where the bytes came from: ``jetstream`` or ``kafka`` |
+| ``source_topic``, ``source_partition``, ``source_offset`` | the Kafka coordinates (``kafka`` only) |
+| ``endpoint`` | the Jetstream URL (``jetstream`` only) |
+| ``failed_at`` | when it was dead-lettered (ISO 8601, UTC) |
+| ``traceparent`` | the trace of the failed processing, when there was one |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ["DeadLetter", "dead_letter_headers", "read_dead_letter"]
+
+MAX_MESSAGE = 1000
+
+
+def dead_letter_headers(
+    *,
+    error_class: str,
+    reason: str,
+    message: str,
+    source: str,
+    failed_at: datetime | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    endpoint: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers of one dead letter (see the module docstring)."""
+    headers = [
+        ("error_class", error_class.encode()),
+        ("error_reason", reason.encode()),
+        ("error_message", message[:MAX_MESSAGE].encode()),
+        ("source", source.encode()),
+        ("failed_at", (failed_at or datetime.now(UTC)).isoformat().encode()),
+    ]
+    if topic is not None:
+        headers += [("source_topic", topic.encode()), ("source_partition", str(partition).encode()),
+                    ("source_offset", str(offset).encode())]
+    if endpoint is not None:
+        headers.append(("endpoint", endpoint.encode()))
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The headers of a dead letter, read back."""
+
+    error_class: str
+    reason: str
+    message: str
+    source: str
+    failed_at: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    endpoint: str | None = None
+
+
+def read_dead_letter(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]) -> DeadLetter:
+    """Read the headers written by :func:`dead_letter_headers` (missing ones become empty)."""
+    h = {k: v.decode("utf-8", "replace") for k, v in headers or ()}
+    return DeadLetter(
+        error_class=h.get("error_class", ""),
+        reason=h.get("error_reason", ""),
+        message=h.get("error_message", ""),
+        source=h.get("source", ""),
+        failed_at=h.get("failed_at", ""),
+        topic=h.get("source_topic"),
+        partition=int(h["source_partition"]) if h.get("source_partition", "").isdigit() else None,
+        offset=int(h["source_offset"]) if h.get("source_offset", "").isdigit() else None,
+        endpoint=h.get("endpoint"),
+    )
