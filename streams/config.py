@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_recovery_seconds: float = Field(30.0, gt=0)
     bge_state_dir: Path | None = None
+    bge_strategies_file: Path | None = Field(
+        None, description="JSON file with the growth strategies' configuration (domain.growth.StrategyConfig)."
+    )
+    collect_batch_size: int = Field(500, ge=1, le=100_000)
+    projector_batch_size: int = Field(2000, ge=1, le=100_000)
+    projector_batch_seconds: float = Field(0.5, gt=0, le=60)
 
     # -- field validators (each error is reported against its own variable) -------------------
 
@@ -282,6 +288,13 @@ class Settings(BaseSettings):
             raise ValueError(f"file not found: {value}")
         if info.field_name == "kafka_ssl_keyfile" and info.data.get("kafka_ssl_certfile") is None:
             raise ValueError("a key file needs KAFKA_SSL_CERTFILE too")
+        return value
+
+    @field_validator("bge_strategies_file")
+    @classmethod
+    def _strategies_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
         return value
 
     @field_validator("bge_topic_prefix")

@@ -455,8 +455,12 @@ def _json_default(value: Any) -> Any:
 _HANDLER_MARK: Final = "_bge_json_handler"
 
 
-def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None, *,
+                      only_product: bool = False) -> logging.Handler:
     """Install the JSON formatter on the root logger at ``level`` and return its handler.
+
+    ``only_product=True`` installs it on the product's ``bge`` logger instead, which then stops
+    propagating: a Faust worker keeps its own format for Faust's lines, ours stay JSON.
 
     ``level`` is DEBUG, INFO, WARNING or ERROR in any case (``ValueError`` otherwise). Output goes
     to ``stream`` (standard error by default). Calling again replaces the handler installed by a
@@ -467,7 +471,9 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> log
         name = "WARNING"
     if name not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    root = logging.getLogger()
+    root = logging.getLogger(LOGGER_PREFIX if only_product else None)
+    if only_product:
+        root.propagate = False
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)

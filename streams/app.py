@@ -1,0 +1,127 @@
+"""The Faust application: the composition root of the worker process.
+
+Start a worker the Faust way, ``faust -A streams.app worker -l info`` (or ``bge worker``).
+
+Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
+
+    jetstream.events ──collect──► growth.events        (domain events, key = partition key)
+                            └───► growth.dlq           (rejected raw events, reason in headers)
+    growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
+
+Processing is at least once: a batch's offsets are acknowledged only after every message it sent
+was acknowledged by Kafka. Each agent runs with concurrency 1 (faust-streaming's commit tracking
+with concurrency above 1 can commit past an unfinished message); scale by partitions and worker
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.collect import Collector, load_strategy_config
+from streams.config import Settings, Topic, load_settings
+from streams.kafka import ensure_topics
+from streams.log import configure_logging, get_logger
+from streams.telemetry import setup_tracing
+
+__all__ = ["GrowthApp", "app", "create_app", "settings"]
+
+
+class GrowthApp(faust.App):
+    """A Faust app that creates the product's topics before it subscribes to them."""
+
+    settings: Settings
+
+    async def on_first_start(self) -> None:
+        configure_logging("DEBUG" if self.settings.debug else self.settings.log_level, only_product=True)
+        setup_tracing("worker")
+        await ensure_topics(self.settings)
+        await super().on_first_start()
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    options = settings.kafka_client_options()
+    if settings.kafka_sasl_mechanism is not None:
+        return faust.SASLCredentials(
+            username=options.get("sasl_plain_username"), password=options.get("sasl_plain_password"),
+            mechanism=settings.kafka_sasl_mechanism, ssl_context=options.get("ssl_context"),
+        )
+    if "ssl_context" in options:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def app_id(settings: Settings) -> str:
+    """The Faust app id, which is also the consumer group: distinct per topic prefix."""
+    prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", settings.bge_topic_prefix).strip("-")
+    return f"{prefix}-bge" if prefix else "bge"
+
+
+def create_app(settings: Settings) -> GrowthApp:
+    """Build the worker's Faust app, its topics, tables and agents from ``settings``."""
+    datadir = Path(settings.bge_state_dir or tempfile.gettempdir()) / "faust"
+    app = GrowthApp(
+        app_id(settings),
+        broker=settings.faust_broker_urls,
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        datadir=str(datadir),
+        autodiscover=False,
+        web_host=settings.api_host,
+        web_port=settings.api_port,
+        web_enabled=True,
+        topic_partitions=settings.bge_topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        producer_compression_type="lz4",
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16_384,
+        processing_guarantee="at_least_once",
+    )
+    app.settings = settings
+    log = get_logger("worker")
+
+    def topic(name: Topic) -> faust.TopicT:
+        return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.bge_topic_partitions)
+
+    raw_events = topic(Topic.JETSTREAM_EVENTS)
+    growth_events = topic(Topic.GROWTH_EVENTS)
+    growth_dlq = topic(Topic.GROWTH_DLQ)
+    accounts = app.Table(
+        "accounts", default=None, partitions=settings.bge_topic_partitions,
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"),
+        help="newcomers' account memory by DID",
+    )
+    collector = Collector(config=load_strategy_config(settings.bge_strategies_file), accounts=accounts,
+                          events_topic=growth_events, dlq_topic=growth_dlq, logger=log.child("collect"))
+    app.collector = collector  # type: ignore[attr-defined]
+
+    @app.agent(raw_events, name="collect", concurrency=1)
+    async def collect(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.collect_batch_size, within=0.2):
+            acks = []
+            for event in events:
+                # table writes go to the changelog partition of the event being handled
+                stream._set_current_event(event)  # noqa: SLF001 - take_events does not set it
+                message = event.message
+                acks += await collector.handle(message.topic, message.partition, message.offset,
+                                               message.value, list(message.headers or ()))
+            if acks:
+                await asyncio.gather(*acks)  # the batch's offsets are acked only after this
+
+    return app
+
+
+settings = load_settings()
+app = create_app(settings)

@@ -1,0 +1,183 @@
+"""The collect stage: raw Jetstream events in, domain events (or dead letters) out.
+
+For each raw message the domain pipeline (``domain.pipeline.process``) parses the event,
+collects its domain events and runs the growth strategies. Domain events go to
+``growth.events`` keyed by their partition key; an event the domain rejects goes to
+``growth.dlq`` with its original bytes and the reason (``streams.deadletter``). Each message is
+one span continuing the ingest's trace, with one child span per strategy and its decision.
+
+Strategy state that must survive restarts and rebalances (the newcomers' account memory) lives
+in a Faust table keyed by the repo DID, the raw topic's key, so it is co-partitioned with the
+raw topic and recovered from its changelog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from returns.result import Failure, Success
+
+from domain.events import encode, partition_key
+from domain.growth import (
+    AccountMemory,
+    PopularContentConfig,
+    StrategyConfig,
+    StrategyState,
+    decode_account_memory,
+    encode_state,
+)
+from domain.identity import SourceCoordinates
+from domain.pipeline import Outcome, process
+from domain.rejections import Rejection
+from streams.deadletter import dead_letter_headers
+from streams.log import ContextLogger, get_logger
+from streams.telemetry import extract_context, inject_headers
+
+__all__ = ["CollectStats", "Collector", "DecodedTable", "load_strategy_config"]
+
+_tracer = trace.get_tracer("bge.collect")
+
+
+def load_strategy_config(path: Path | None) -> StrategyConfig:
+    """The strategies' configuration from a JSON file, or the defaults."""
+    if path is None:
+        return StrategyConfig()
+    return StrategyConfig.model_validate_json(path.read_bytes())
+
+
+class DecodedTable(Mapping[str, AccountMemory]):
+    """A read-only view of a table of encoded :class:`AccountMemory` values."""
+
+    def __init__(self, table: MutableMapping[str, bytes]) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> AccountMemory:
+        raw = self._table.get(key)
+        if raw is None:
+            raise KeyError(key)
+        return decode_account_memory(raw).value_or(None) or _missing(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._table.get(key)
+        if raw is None:
+            return default
+        return decode_account_memory(raw).value_or(default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _missing(key: str) -> AccountMemory:
+    raise KeyError(key)
+
+
+@dataclass
+class CollectStats:
+    messages: int = 0
+    domain_events: int = 0
+    candidates: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+class Collector:
+    """Runs the domain pipeline on raw messages and sends what it decides.
+
+    ``send(topic, key, value, headers)`` returns an awaitable acknowledgement; the caller awaits
+    all of a batch's acknowledgements before the batch's offsets may be committed.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: StrategyConfig,
+        accounts: MutableMapping[str, bytes],
+        events_topic: Any,
+        dlq_topic: Any,
+        logger: ContextLogger | None = None,
+    ) -> None:
+        # popular content needs engagement keyed by post, not by actor: it runs after a repartition
+        self.config = config.model_copy(update={"popular_content": PopularContentConfig(enabled=False)})
+        self.accounts = accounts
+        self.state = StrategyState(accounts=DecodedTable(accounts))
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
+        self.log = logger or get_logger("collect")
+        self.stats = CollectStats()
+
+    async def handle(self, topic: str, partition: int, offset: int, value: bytes,
+                     headers: list[tuple[str, bytes]] | None) -> list[Awaitable[Any]]:
+        """Process one raw message; returns the acknowledgements of what it sent."""
+        self.stats.messages += 1
+        coordinates = SourceCoordinates(topic, partition, offset)
+        with _tracer.start_as_current_span(
+            "collect jetstream.event",
+            context=extract_context(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.source.name": topic,
+                        "messaging.kafka.partition": partition, "messaging.kafka.offset": offset},
+        ) as span:
+            match process(value, config=self.config, state=self.state, coordinates=coordinates):
+                case Success(outcome):
+                    return await self._emit(outcome, span)
+                case Failure(rejection):
+                    return [await self._dead_letter(rejection, topic, partition, offset, value, span)]
+        return []  # pragma: no cover - process returns Success or Failure
+
+    async def _emit(self, outcome: Outcome, span: trace.Span) -> list[Awaitable[Any]]:
+        source = outcome.source
+        span.set_attributes({"did": source.did, "kind": source.kind, "collection": source.collection or "",
+                             "operation": source.operation or "", "source_id": source.id})
+        if outcome.skipped is not None:
+            self.stats.skipped += 1
+            span.set_attribute("skipped", outcome.skipped)
+            return []
+        for name, decision in outcome.decisions.items():
+            self._trace_decision(name, decision)
+        for did, memory in outcome.state_changes.accounts.items():
+            self.accounts[did] = encode_state(memory)
+        acks = []
+        for event in outcome.all_events:
+            headers = inject_headers([("schema", event.schema_name.encode()), ("source_id", source.id.encode())])
+            acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
+        self.stats.domain_events += len(acks)
+        self.stats.candidates += len(outcome.candidates)
+        span.set_attribute("domain_events", len(acks))
+        return acks
+
+    def _trace_decision(self, name: str, decision: Any) -> None:
+        with _tracer.start_as_current_span(f"strategy {name}") as span:
+            span.set_attribute("strategy", name)
+            match decision:
+                case Success(candidates):
+                    span.set_attribute("decision", "candidate")
+                    span.set_attribute("candidates", len(candidates))
+                    for found in candidates:
+                        self.log.info("candidate found", strategy=name, candidate=found.did,
+                                      score=found.score, reasons="; ".join(found.reasons))
+                case Failure(declined):
+                    span.set_attribute("decision", "declined")
+                    span.set_attribute("reason", getattr(declined, "code", str(declined)))
+
+    async def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
+                           value: bytes, span: trace.Span) -> Awaitable[Any]:
+        code = str(getattr(rejection.code, "value", rejection.code))
+        self.stats.dead_lettered += 1
+        self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
+        span.set_status(Status(StatusCode.ERROR, rejection.message))
+        self.log.warning("raw event dead-lettered", reason=code, error=rejection.message,
+                         source_topic=topic, partition=partition, offset=offset)
+        headers = inject_headers(dead_letter_headers(
+            error_class="Rejection", reason=code, message=rejection.message, source="kafka",
+            topic=topic, partition=partition, offset=offset,
+        ))
+        return await self.dlq_topic.send(key=None, value=value, headers=headers)
