@@ -1,0 +1,143 @@
+"""Domain events: one JSON form, decoded by schema name and version, with deterministic ids."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from returns.pipeline import is_successful
+from returns.result import Failure
+
+from domain import events as ev
+from domain.collection import collect
+from domain.growth import candidate
+from domain.identity import DOMAIN_EVENT_NAMESPACE, SourceCoordinates, commit_source, domain_event_id, uuid5_string
+from domain.jetstream import parse_event
+from domain.rejections import RejectionCode
+from tests.unit import domain_builders as b
+
+
+def raws_of_every_kind() -> list[bytes]:
+    """The real sample plus lexicon-conformant events: together, every domain event type."""
+    raws = list(b.SAMPLE_LINES)
+    for collection, record, _, _ in b.COLLECTION_CASES:
+        create = b.commit(b.ALICE, collection, record)
+        raws += [b.raw(create), b.raw(b.delete_of(create))]
+    quoted = b.strong_ref(b.BOB)
+    raws.append(b.raw(b.commit(b.ALICE, "app.bsky.feed.post", b.post_record(embed=b.record_with_media_embed(quoted, b.video_embed())))))
+    raws.append(b.raw(b.commit(b.ALICE, "app.bsky.feed.post", b.post_record(), operation="update")))
+    return raws
+
+
+RAWS = raws_of_every_kind()
+
+
+def every_kind_of_event(raws: list[bytes] = RAWS) -> list[ev.DomainEvent]:
+    coordinates = SourceCoordinates("prefix.jetstream.events", 1, 7)
+    found = [event for raw in raws for event in parse_event(raw).bind(lambda e: collect(e, coordinates)).unwrap().events]
+    found.append(candidate(found[0].source, "newcomers", b.BOB, 0.5, ("posted #newhere",), None))
+    return found
+
+
+EVENTS = every_kind_of_event()
+
+
+def test_every_event_type_is_covered() -> None:
+    assert {type(event) for event in EVENTS} == set(ev.EVENT_TYPES)
+
+
+def test_schemas_are_unique() -> None:
+    assert len(ev.SCHEMAS) == len(ev.EVENT_TYPES)
+    assert all(version == 1 for _, version in ev.SCHEMAS)
+
+
+ONE_OF_EACH = list({type(event): event for event in reversed(EVENTS)}.values())
+
+
+@pytest.mark.parametrize("event", ONE_OF_EACH, ids=lambda e: type(e).__name__)
+def test_encode_then_decode_gives_the_same_event(event: ev.DomainEvent) -> None:
+    raw = ev.encode(event)
+    data = orjson.loads(raw)
+    assert data["schema"] == event.schema_name and data["version"] == event.schema_version
+    assert data["id"] == event.id and data["did"] == event.did
+    assert ev.decode(raw).unwrap() == event
+    assert ev.to_json_dict(event) == data
+
+
+def test_every_event_round_trips() -> None:
+    assert [ev.decode(ev.encode(event)).unwrap() for event in EVENTS] == EVENTS
+
+
+def test_encoding_is_stable() -> None:
+    assert [ev.encode(e) for e in EVENTS] == [ev.encode(e) for e in every_kind_of_event()]
+
+
+def test_ids_are_uuid5_of_source_id_schema_and_discriminator() -> None:
+    like = next(e for e in EVENTS if isinstance(e, ev.LikeAdded))
+    expected = uuid.uuid5(DOMAIN_EVENT_NAMESPACE, f"{like.source.id}|LikeAdded|")
+    assert like.id == str(expected) == domain_event_id(like.source.id, "LikeAdded")
+    assert uuid.UUID(like.id).version == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=100))
+def test_fast_uuid5_equals_the_standard_one(name: str) -> None:
+    assert uuid5_string(name) == str(uuid.uuid5(DOMAIN_EVENT_NAMESPACE, name))
+
+
+def test_ids_differ_by_type_source_and_discriminator() -> None:
+    source = commit_source(b.ALICE, "3mptbypluud2a", "app.bsky.feed.like", "3mpt", "create", 1)
+    other = commit_source(b.ALICE, "3mptbypluud2a", "app.bsky.feed.like", "3mpt", "delete", 1)
+    ids = {
+        domain_event_id(source.id, "LikeAdded"),
+        domain_event_id(source.id, "UserSeen"),
+        domain_event_id(other.id, "LikeAdded"),
+        domain_event_id(source.id, "CandidateFound", "a"),
+        domain_event_id(source.id, "CandidateFound", "b"),
+    }
+    assert len(ids) == 5
+    # time_us and coordinates are not part of the identity
+    moved = commit_source(b.ALICE, "3mptbypluud2a", "app.bsky.feed.like", "3mpt", "create", 999, SourceCoordinates("t", 2, 3))
+    assert domain_event_id(moved.id, "LikeAdded") == domain_event_id(source.id, "LikeAdded")
+
+
+def test_partition_key_is_the_did() -> None:
+    for event in EVENTS:
+        assert event.key == event.did and ev.partition_key(event) == event.did.encode()
+    found = next(e for e in EVENTS if isinstance(e, ev.CandidateFound))
+    assert found.key == b.BOB != found.source.did
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"\x00", RejectionCode.INVALID_JSON),
+        (b"[]", RejectionCode.INVALID_JSON),
+        (b'{"schema": "LikeAdded"}', RejectionCode.UNKNOWN_SCHEMA),
+        (b'{"schema": "LikeAdded", "version": 99}', RejectionCode.UNKNOWN_SCHEMA),
+        (b'{"schema": "LikeAdded", "version": "1"}', RejectionCode.UNKNOWN_SCHEMA),
+        (b'{"schema": "NoSuchEvent", "version": 1}', RejectionCode.UNKNOWN_SCHEMA),
+        (b'{"schema": "LikeAdded", "version": 1, "id": "x"}', RejectionCode.INVALID_DOMAIN_EVENT),
+    ],
+)
+def test_decode_failures_are_typed(raw: bytes, code: RejectionCode) -> None:
+    result = ev.decode(raw)
+    assert isinstance(result, Failure) and result.failure().code is code
+
+
+def test_decode_rejects_wrong_field_types() -> None:
+    data: dict[str, Any] = orjson.loads(ev.encode(EVENTS[0]))
+    data["source"]["time_us"] = "soon"
+    result = ev.decode(orjson.dumps(data))
+    assert isinstance(result, Failure) and result.failure().code is RejectionCode.INVALID_DOMAIN_EVENT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.builds(lambda d: orjson.dumps(d), st.dictionaries(st.sampled_from(["schema", "version", "id", "did", "source"]), st.none() | st.integers(-5, 5) | st.sampled_from(["LikeAdded", "UserSeen", "x"]))))
+def test_decoding_never_raises(raw: bytes) -> None:
+    result = ev.decode(raw)
+    assert is_successful(result) or result.failure().code in RejectionCode
