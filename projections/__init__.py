@@ -1,0 +1,50 @@
+"""Postgres projections of the domain events: migrations, the transactional batch writer with
+offset tracking, read queries for the API, and schema rebuild support.
+
+Imports ``domain`` only; knows nothing of Kafka or Faust (a Kafka message is a
+:class:`~projections.writer.Message`: topic, partition, offset, value bytes).
+
+- :mod:`projections.migrate`: ``migrate(conninfo, schema)``, versioned SQL in ``migrations/``.
+- :mod:`projections.db`: pool factory, :class:`~projections.db.QueryStats`, retry.
+- :mod:`projections.plan`: domain events → row sets (pure).
+- :mod:`projections.writer`: ``apply_batch`` (one transaction per batch, offsets inside).
+- :mod:`projections.queries`: growth analytics and profiles for the API.
+- :mod:`projections.rebuild`: project into a fresh schema and swap it in.
+"""
+
+from projections.db import QueryStats, RetryPolicy, connect, create_pool, is_transient, with_retry
+from projections.migrate import (
+    MigrationChecksumError,
+    MigrationError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    check_schema_version,
+    latest_version,
+    migrate,
+)
+from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
+from projections.writer import BatchResult, Message, apply_batch, project_batch, prune_event_ledgers
+
+__all__ = [
+    "BatchResult",
+    "Message",
+    "MigrationChecksumError",
+    "MigrationError",
+    "QueryStats",
+    "RetryPolicy",
+    "SchemaTooNewError",
+    "SchemaTooOldError",
+    "apply_batch",
+    "check_schema_version",
+    "connect",
+    "create_fresh_schema",
+    "create_pool",
+    "drop_schema",
+    "is_transient",
+    "latest_version",
+    "migrate",
+    "project_batch",
+    "prune_event_ledgers",
+    "swap_schema",
+    "with_retry",
+]

@@ -1,0 +1,743 @@
+"""The projector's unit of work: one batch of Kafka messages, one Postgres transaction.
+
+:func:`apply_batch` is the contract the runtime relies on for exactly-once effect:
+
+1. lock the batch's ``(consumer, topic, partition)`` rows of ``projection_offsets``
+   (``SELECT ... ORDER BY ... FOR UPDATE``) and skip every message whose offset is below the
+   stored ``next_offset`` (applied by an earlier transaction);
+2. decode the rest with :func:`domain.events.decode`; what does not decode, or cannot be
+   stored (:func:`~projections.plan.unprojectable`), goes to ``dead_letters`` with its bytes
+   and reason, and its offset still advances;
+3. reduce the events to a :class:`~projections.plan.BatchPlan` and apply it with one
+   set-based statement per table and operation (rows passed as one JSON document read by
+   ``json_to_recordset``, so a batch of any size costs the same number of round trips);
+4. advance the marks; commit.
+
+Counting rules: a counter moves only by rows this transaction actually inserted
+(``INSERT ... ON CONFLICT DO NOTHING RETURNING``) or deleted (``DELETE ... RETURNING``), so a
+duplicate create adds nothing and a delete of a row never stored subtracts nothing. Counts are
+always added, never overwritten.
+
+Lock order: record tables are written first, in key order (their rows belong to one author,
+hence to one partition and one worker); then the tables several workers share, each by
+exactly one sorted statement, always in the order ``engagement_counts``,
+``follower_gains_hourly``, ``users`` (users rows are created and locked in DID order before
+they are updated). Every transaction takes its row locks in the same global order, so
+concurrent workers wait but do not deadlock; :func:`project_batch` still retries deadlocks
+and serialization failures, as a backstop.
+
+The outcome does not depend on how the stream is cut into batches: applying a batch equals
+applying its messages one by one (see :mod:`projections.plan`).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from returns.result import Failure, Success
+
+from domain.events import decode
+from projections.db import RetryPolicy, with_retry
+from projections.plan import (
+    ASSIGNED_COLUMNS,
+    TABLE_KEYS,
+    BatchPlan,
+    hour_of,
+    plan_batch,
+    record_collection,
+    unprojectable,
+)
+
+__all__ = ["BatchResult", "Message", "apply_batch", "project_batch", "prune_event_ledgers"]
+
+
+class Message(NamedTuple):
+    """One Kafka message of a domain event topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one :func:`apply_batch` did.
+
+    ``applied``: messages applied now (decoded or dead-lettered); ``skipped``: messages below
+    the stored marks (applied before); ``rows``: rows inserted, updated or deleted by table.
+    """
+
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    events: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def merge(self, other: BatchResult) -> BatchResult:
+        rows = Counter(self.rows)
+        rows.update(other.rows)
+        return BatchResult(
+            applied=self.applied + other.applied,
+            skipped=self.skipped + other.skipped,
+            dead_lettered=self.dead_lettered + other.dead_lettered,
+            events=self.events + other.events,
+            rows=dict(rows),
+            duration_s=self.duration_s + other.duration_s,
+            next_offsets={**self.next_offsets, **other.next_offsets},
+        )
+
+
+# --- SQL -----------------------------------------------------------------------------------
+
+TEXT, TS, BIGINT, INT, BOOL, TEXTS, FLOAT, UUID = (
+    "text", "timestamptz", "bigint", "integer", "boolean", "text[]", "double precision", "uuid",
+)
+
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "likes": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("subject_uri", TEXT), ("subject_did", TEXT),
+        ("subject_collection", TEXT), ("subject_cid", TEXT), ("via_uri", TEXT), ("created_at", TS),
+    ),
+    "follows": (("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("subject_did", TEXT), ("created_at", TS)),
+    "replies": (
+        ("uri", TEXT), ("did", TEXT), ("parent_uri", TEXT), ("parent_did", TEXT), ("root_uri", TEXT),
+        ("root_did", TEXT), ("created_at", TS),
+    ),
+    "quotes": (
+        ("uri", TEXT), ("did", TEXT), ("subject_uri", TEXT), ("subject_did", TEXT), ("subject_cid", TEXT),
+        ("created_at", TS),
+    ),
+    "posts": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("cid", TEXT), ("text", TEXT), ("created_at", TS),
+        ("created_at_raw", TEXT), ("indexed_at", TS), ("updated_at", TS), ("reply_root_uri", TEXT),
+        ("reply_parent_uri", TEXT), ("quote_uri", TEXT), ("embed_kind", TEXT), ("langs", TEXTS), ("labels", TEXTS),
+    ),
+    "lists": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("name", TEXT), ("purpose", TEXT), ("description", TEXT),
+        ("created_at", TS), ("indexed_at", TS), ("updated_at", TS),
+    ),
+    "list_items": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("list_uri", TEXT), ("subject_did", TEXT),
+        ("created_at", TS), ("indexed_at", TS), ("updated_at", TS),
+    ),
+    "starter_packs": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("name", TEXT), ("description", TEXT), ("list_uri", TEXT),
+        ("feed_uris", TEXTS), ("created_at", TS), ("indexed_at", TS), ("updated_at", TS),
+    ),
+    "feed_generators": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("service_did", TEXT), ("display_name", TEXT),
+        ("description", TEXT), ("accepts_interactions", BOOL), ("content_mode", TEXT),
+        ("created_at", TS), ("indexed_at", TS), ("updated_at", TS),
+    ),
+    "threadgates": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("post_uri", TEXT), ("allow", TEXTS),
+        ("hidden_replies", TEXTS), ("created_at", TS), ("indexed_at", TS), ("updated_at", TS),
+    ),
+    "labeler_services": (
+        ("uri", TEXT), ("did", TEXT), ("rkey", TEXT), ("label_values", TEXTS), ("reason_types", TEXTS),
+        ("subject_types", TEXTS), ("subject_collections", TEXTS), ("created_at", TS), ("indexed_at", TS),
+        ("updated_at", TS),
+    ),
+    "threads": (
+        ("post_uri", TEXT), ("did", TEXT), ("root_uri", TEXT), ("root_did", TEXT), ("parent_uri", TEXT),
+        ("parent_did", TEXT), ("depth", INT), ("indexed_at", TS),
+    ),
+    "mentions": (("post_uri", TEXT), ("subject_did", TEXT), ("did", TEXT), ("position", INT), ("created_at", TS)),
+    "hashtags": (("post_uri", TEXT), ("tag", TEXT), ("did", TEXT), ("created_at", TS)),
+    "links": (
+        ("post_uri", TEXT), ("position", INT), ("did", TEXT), ("uri", TEXT), ("domain", TEXT), ("created_at", TS),
+    ),
+    "media": (
+        ("post_uri", TEXT), ("position", INT), ("did", TEXT), ("kind", TEXT), ("embed_type", TEXT), ("cid", TEXT),
+        ("mime_type", TEXT), ("size", BIGINT), ("alt", TEXT), ("width", INT), ("height", INT), ("uri", TEXT),
+        ("domain", TEXT), ("title", TEXT), ("created_at", TS),
+    ),
+    "follow_events": (
+        ("event_id", UUID), ("did", TEXT), ("subject_did", TEXT), ("kind", TEXT), ("occurred_at", TS),
+    ),
+    "activity_events": (
+        ("event_id", UUID), ("did", TEXT), ("occurred_at", TS), ("collection", TEXT), ("operation", TEXT),
+    ),
+    "activity_patterns": (
+        ("did", TEXT), ("iso_weekday", "smallint"), ("hour", "smallint"), ("events", BIGINT), ("last_at", TS),
+    ),
+    "candidates": (
+        ("did", TEXT), ("strategy", TEXT), ("score", FLOAT), ("reasons", TEXTS), ("subject_uri", TEXT),
+        ("source_did", TEXT), ("first_seen_at", TS), ("last_seen_at", TS),
+    ),
+    "engagement_counts": (
+        ("subject_uri", TEXT), ("subject_did", TEXT), ("subject_collection", TEXT), ("like_count", BIGINT),
+        ("repost_count", BIGINT), ("reply_count", BIGINT), ("quote_count", BIGINT),
+    ),
+    "follower_gains_hourly": (("did", TEXT), ("hour", TS), ("gained", BIGINT), ("lost", BIGINT)),
+    "growth_actions": (
+        ("record_uri", TEXT), ("did", TEXT), ("action", TEXT), ("subject_did", TEXT), ("subject_uri", TEXT),
+        ("reason", TEXT), ("occurred_at", TS),
+    ),
+}
+COLUMNS["reposts"] = COLUMNS["likes"]
+COLUMNS["blocks"] = COLUMNS["follows"]
+
+KEYS: dict[str, tuple[str, ...]] = {
+    **TABLE_KEYS,
+    "activity_events": ("event_id",),
+    "follow_events": ("event_id",),
+    "activity_patterns": ("did", "iso_weekday", "hour"),
+    "candidates": ("did", "strategy"),
+    "engagement_counts": ("subject_uri",),
+    "follower_gains_hourly": ("did", "hour"),
+}
+
+
+def _recordset(table: str) -> str:
+    spec = ", ".join(f"{name} {kind}" for name, kind in COLUMNS[table])
+    return f"json_to_recordset(%s::json) AS r({spec})"
+
+
+def _select_list(table: str) -> str:
+    arrays_not_null = {"langs", "labels", "feed_uris", "hidden_replies", "label_values", "reasons"}
+    return ", ".join(
+        f"coalesce(r.{name}, '{{}}')" if name in arrays_not_null else f"r.{name}" for name, _ in COLUMNS[table]
+    )
+
+
+def insert_sql(table: str, *, on_conflict: str = "DO NOTHING", returning: str = "") -> str:
+    """``INSERT INTO table SELECT ... FROM json_to_recordset(%s) ORDER BY key ON CONFLICT ...``."""
+    columns = ", ".join(name for name, _ in COLUMNS[table])
+    key = ", ".join(KEYS[table])
+    order = ", ".join(f"r.{name}" for name in KEYS[table])
+    tail = f" RETURNING {returning}" if returning else ""
+    return (
+        f"INSERT INTO {table} AS t ({columns}) SELECT {_select_list(table)} FROM {_recordset(table)} "
+        f"ORDER BY {order} ON CONFLICT ({key}) {on_conflict}{tail}"
+    )
+
+
+def upsert_sql(table: str, *, keep: tuple[str, ...], returning: str = "") -> str:
+    """An upsert replacing every column but the key and ``keep`` (the last write wins)."""
+    assignments = ", ".join(
+        f"{name} = excluded.{name}" for name, _ in COLUMNS[table] if name not in KEYS[table] and name not in keep
+    )
+    return insert_sql(table, on_conflict=f"DO UPDATE SET {assignments}", returning=returning)
+
+
+def delete_sql(table: str, key: str, returning: str) -> str:
+    """Delete the rows whose ``key`` is in ``%s`` (text[]), locking them in key order first."""
+    return (
+        f"WITH doomed AS (SELECT ctid FROM {table} WHERE {key} = ANY(%s::text[]) ORDER BY {key} FOR UPDATE) "
+        f"DELETE FROM {table} t USING doomed WHERE t.ctid = doomed.ctid RETURNING {returning}"
+    )
+
+
+def accumulate_sql(table: str, counters: tuple[str, ...], extra: str = "") -> str:
+    assignments = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in counters)
+    return insert_sql(table, on_conflict=f"DO UPDATE SET {assignments}{extra}")
+
+
+_COUNTERS = {
+    "follower_count": "d_followers",
+    "follow_count": "d_follows",
+    "post_count": "d_posts",
+    "likes_received": "d_likes",
+    "reposts_received": "d_reposts",
+    "replies_received": "d_replies",
+    "quotes_received": "d_quotes",
+}
+_PATCH_COLUMNS = (
+    "did text, first_seen_at timestamptz, last_seen_at timestamptz, identity_seq bigint, handle text, "
+    "handle_seq bigint, handle_forced boolean, status_seq bigint, active boolean, status text, assigned text[], "
+    + "".join(f"{name} {kind}, " for name, kind in ASSIGNED_COLUMNS.items())
+    + "strategies text[], "
+    + ", ".join(f"{delta} bigint" for delta in _COUNTERS.values())
+)
+_WHEN_NEWER_STATUS = "p.status_seq >= coalesce(u.status_seq, p.status_seq)"
+USERS_UPDATE = (
+    "UPDATE users AS u SET "
+    "first_seen_at = LEAST(u.first_seen_at, p.first_seen_at), "
+    "last_seen_at = GREATEST(u.last_seen_at, p.last_seen_at), "
+    "handle = CASE WHEN p.handle_forced THEN p.handle "
+    "WHEN p.handle_seq >= coalesce(u.identity_seq, p.handle_seq) THEN p.handle ELSE u.handle END, "
+    "identity_seq = GREATEST(u.identity_seq, p.identity_seq), "
+    f"active = CASE WHEN {_WHEN_NEWER_STATUS} THEN p.active ELSE u.active END, "
+    f"status = CASE WHEN {_WHEN_NEWER_STATUS} THEN p.status ELSE u.status END, "
+    "status_seq = GREATEST(u.status_seq, p.status_seq), "
+    + "".join(
+        f"{name} = CASE WHEN '{name}' = ANY(p.assigned) THEN p.{name} ELSE u.{name} END, "
+        for name in ASSIGNED_COLUMNS
+    )
+    + "".join(f"{column} = u.{column} + p.{delta}, " for column, delta in _COUNTERS.items())
+    + "strategies = CASE WHEN cardinality(p.strategies) > 0 "
+    "THEN ARRAY(SELECT DISTINCT s FROM unnest(u.strategies || p.strategies) AS s ORDER BY s) "
+    "ELSE u.strategies END "
+    f"FROM json_to_recordset(%s::json) AS p({_PATCH_COLUMNS}) "
+    "WHERE u.did = p.did"
+)
+"""One statement for every change of a batch to ``users`` (see :class:`~projections.plan.UserPatch`)."""
+
+_UPSERTED_RECORDS = ("lists", "list_items", "starter_packs", "feed_generators", "threadgates", "labeler_services")
+
+SQL: dict[str, str] = {
+    "likes.delete": delete_sql("likes", "uri", "t.subject_uri, t.subject_did, t.subject_collection"),
+    "likes.insert": insert_sql("likes", returning="t.subject_uri, t.subject_did, t.subject_collection"),
+    "reposts.delete": delete_sql("reposts", "uri", "t.subject_uri, t.subject_did, t.subject_collection"),
+    "reposts.insert": insert_sql("reposts", returning="t.subject_uri, t.subject_did, t.subject_collection"),
+    "follows.delete": delete_sql("follows", "uri", "t.uri, t.did, t.subject_did"),
+    "follows.insert": insert_sql("follows", returning="t.uri, t.did, t.subject_did, t.created_at"),
+    "follow_events.insert": insert_sql("follow_events", returning="t.subject_did, t.kind, t.occurred_at"),
+    "blocks.delete": delete_sql("blocks", "uri", "t.uri"),
+    "blocks.insert": insert_sql("blocks", returning="t.uri"),
+    "posts.delete": delete_sql("posts", "uri", "t.did"),
+    # The last write in Kafka order wins; only a row actually inserted counts as a new post.
+    "posts.upsert": upsert_sql("posts", keep=("indexed_at",), returning="t.did, (t.xmax = 0) AS inserted"),
+    "replies.delete": delete_sql("replies", "uri", "t.parent_uri, t.parent_did"),
+    "replies.insert": insert_sql("replies", returning="t.parent_uri, t.parent_did"),
+    "quotes.delete": delete_sql("quotes", "uri", "t.subject_uri, t.subject_did"),
+    "quotes.insert": insert_sql("quotes", returning="t.subject_uri, t.subject_did"),
+    **{
+        f"{table}.delete": delete_sql(table, "uri", "t.uri") for table in _UPSERTED_RECORDS
+    },
+    **{
+        f"{table}.upsert": upsert_sql(table, keep=("indexed_at",), returning="t.uri")
+        for table in _UPSERTED_RECORDS
+    },
+    **{
+        f"{table}.clear": delete_sql(table, "post_uri", "t.post_uri")
+        for table in ("threads", "mentions", "hashtags", "links", "media")
+    },
+    **{f"{table}.insert": insert_sql(table) for table in ("threads", "mentions", "hashtags", "links", "media")},
+    "activity_events.insert": insert_sql("activity_events", returning="t.event_id"),
+    "growth_actions.insert": insert_sql("growth_actions"),
+    "activity_patterns.add": accumulate_sql(
+        "activity_patterns", ("events",), ", last_at = GREATEST(t.last_at, excluded.last_at)"
+    ),
+    "candidates.upsert": insert_sql(
+        "candidates",
+        on_conflict=(
+            "DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in ("score", "reasons", "subject_uri", "source_did"))
+            + ", first_seen_at = LEAST(t.first_seen_at, excluded.first_seen_at)"
+            + ", last_seen_at = GREATEST(t.last_seen_at, excluded.last_seen_at)"
+        ),
+    ),
+    "engagement_counts.add": accumulate_sql(
+        "engagement_counts", ("like_count", "repost_count", "reply_count", "quote_count")
+    ),
+    "engagement_counts.prune": (
+        "DELETE FROM engagement_counts WHERE subject_uri = ANY(%s::text[]) "
+        "AND like_count = 0 AND repost_count = 0 AND reply_count = 0 AND quote_count = 0"
+    ),
+    "follower_gains_hourly.add": accumulate_sql("follower_gains_hourly", ("gained", "lost")),
+    "users.ensure": (
+        "INSERT INTO users (did) SELECT d FROM unnest(%s::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING"
+    ),
+    "users.lock": "SELECT did FROM users WHERE did = ANY(%s::text[]) ORDER BY did FOR UPDATE",
+    "users.update": USERS_UPDATE,
+    # A users row that nothing refers to any more (a follow's subject after the unfollow, ...).
+    "users.prune": (
+        "DELETE FROM users WHERE did = ANY(%s::text[]) "
+        "AND first_seen_at IS NULL AND last_seen_at IS NULL AND handle IS NULL AND identity_seq IS NULL "
+        "AND status_seq IS NULL AND "
+        + " AND ".join(f"{name} IS NULL" for name in ASSIGNED_COLUMNS)
+        + " AND follower_count = 0 AND follow_count = 0 AND post_count = 0 AND likes_received = 0"
+        " AND reposts_received = 0 AND replies_received = 0 AND quotes_received = 0 AND strategies = '{}'"
+    ),
+    "offsets.ensure": (
+        "INSERT INTO projection_offsets (consumer, topic, partition) "
+        "SELECT %s, x.topic, x.partition FROM unnest(%s::text[], %s::integer[]) AS x(topic, partition) "
+        "ORDER BY x.topic, x.partition ON CONFLICT (consumer, topic, partition) DO NOTHING"
+    ),
+    "offsets.lock": (
+        "SELECT o.topic, o.partition, o.next_offset FROM projection_offsets o "
+        "JOIN unnest(%s::text[], %s::integer[]) AS x(topic, partition) "
+        "ON o.topic = x.topic AND o.partition = x.partition "
+        "WHERE o.consumer = %s ORDER BY o.topic, o.partition FOR UPDATE OF o"
+    ),
+    "offsets.advance": (
+        "UPDATE projection_offsets o SET next_offset = GREATEST(o.next_offset, x.next_offset), updated_at = now() "
+        "FROM unnest(%s::text[], %s::integer[], %s::bigint[]) AS x(topic, partition, next_offset) "
+        "WHERE o.consumer = %s AND o.topic = x.topic AND o.partition = x.partition"
+    ),
+    "dead_letters.insert": (
+        "INSERT INTO dead_letters (consumer, topic, partition, kafka_offset, code, reason, payload) "
+        "SELECT r.consumer, r.topic, r.partition, r.kafka_offset, r.code, r.reason, decode(r.payload, 'base64') "
+        "FROM json_to_recordset(%s::json) AS r(consumer text, topic text, partition integer, kafka_offset bigint, "
+        "code text, reason text, payload text) ORDER BY r.topic, r.partition, r.kafka_offset "
+        "ON CONFLICT (consumer, topic, partition, kafka_offset) DO NOTHING"
+    ),
+}
+
+
+_ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+"""``\u0000`` where it is an escape in JSON text (preceded by an even number of backslashes)."""
+
+
+def _json(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows as one JSON array for ``json_to_recordset``. NUL characters, which Postgres text
+    cannot hold, are dropped from every string."""
+    data = orjson.dumps(rows)
+    if b"\\u0000" in data:
+        data = _ESCAPED_NUL.sub(rb"\1", data)
+    return data.decode()
+
+
+# --- deltas --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Deltas:
+    """Counter changes learnt from rows inserted and deleted in this transaction."""
+
+    engagement: dict[str, list[Any]] = field(default_factory=dict)
+    gains: defaultdict[tuple[str, datetime], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+    def engage(self, uri: str, did: str, collection: str, index: int, amount: int) -> None:
+        entry = self.engagement.get(uri)
+        if entry is None:
+            entry = self.engagement[uri] = [did, collection or record_collection(uri), 0, 0, 0, 0]
+        entry[2 + index] += amount
+
+    def engagement_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "subject_uri": uri,
+                "subject_did": did,
+                "subject_collection": collection,
+                "like_count": likes,
+                "repost_count": reposts,
+                "reply_count": replies,
+                "quote_count": quotes,
+            }
+            for uri, (did, collection, likes, reposts, replies, quotes) in sorted(self.engagement.items())
+            if (likes, reposts, replies, quotes) != (0, 0, 0, 0)
+        ]
+
+    def gain_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"did": did, "hour": hour, "gained": gained, "lost": lost}
+            for (did, hour), (gained, lost) in sorted(self.gains.items())
+        ]
+
+
+LIKE, REPOST, REPLY, QUOTE = range(4)
+
+
+def _follow_change(event_id: str, did: str, subject: str, kind: str, moment: datetime) -> dict[str, Any]:
+    return {"event_id": event_id, "did": did, "subject_did": subject, "kind": kind, "occurred_at": moment}
+
+
+# --- the unit of work ----------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.deltas = _Deltas()
+        self.rows: Counter[str] = Counter()
+
+    async def run(self, sql: str, params: Sequence[Any], table: str) -> list[tuple[Any, ...]]:
+        cur = await self.conn.execute(sql, params)  # type: ignore[arg-type]
+        result = await cur.fetchall() if cur.description is not None else []
+        if cur.rowcount > 0:
+            self.rows[table] += cur.rowcount
+        return result
+
+    async def rows_of(self, table: str, sql_name: str) -> list[tuple[Any, ...]]:
+        rows = self.plan.rows.get(table)
+        if not rows:
+            return []
+        return await self.run(SQL[sql_name], (_json(rows),), table)
+
+    async def removed(self, table: str, uris: list[str] | None = None) -> list[tuple[Any, ...]]:
+        """Delete the batch's removed records of ``table`` (or ``uris``), returning what they counted."""
+        uris = self.plan.removed_uris(table) if uris is None else uris
+        if not uris:
+            return []
+        return await self.run(SQL[f"{table}.delete"], (uris,), table)
+
+    async def apply(self) -> None:
+        plan, deltas = self.plan, self.deltas
+        user = plan.user
+
+        # Engagement edges.
+        for table, index, attribute in (("likes", LIKE, "likes_received"), ("reposts", REPOST, "reposts_received")):
+            for sign, found in ((-1, await self.removed(table)), (1, await self.rows_of(table, f"{table}.insert"))):
+                for subject_uri, subject_did, collection in found:
+                    deltas.engage(subject_uri, subject_did, collection, index, sign)
+                    patch = user(subject_did)
+                    setattr(patch, attribute, getattr(patch, attribute) + sign)
+
+        # The follow graph: counts on both ends from rows stored and deleted; gains by the hour
+        # they happened, from the follow_events ledger (so a re-delivered follow and unfollow,
+        # which store and delete the row again, are not gains and losses twice).
+        changes: list[dict[str, Any]] = []
+        for round_ in plan.follow_rounds:
+            if round_.removed:
+                for uri, follower, subject in await self.run(
+                    SQL["follows.delete"], (sorted(round_.removed),), "follows"
+                ):
+                    user(follower).follows -= 1
+                    user(subject).followers -= 1
+                    moment, event_id = round_.removed[uri]
+                    changes.append(_follow_change(event_id, follower, subject, "unfollow", moment))
+            if round_.rows:
+                event_ids = {row["uri"]: row["event_id"] for row in round_.rows}
+                for uri, follower, subject, created_at in await self.run(
+                    SQL["follows.insert"], (_json(round_.rows),), "follows"
+                ):
+                    user(follower).follows += 1
+                    user(subject).followers += 1
+                    changes.append(_follow_change(event_ids[uri], follower, subject, "follow", created_at))
+        if changes:
+            changes.sort(key=lambda change: change["event_id"])
+            for subject, kind, occurred_at in await self.run(
+                SQL["follow_events.insert"], (_json(changes),), "follow_events"
+            ):
+                deltas.gains[(subject, hour_of(occurred_at))][0 if kind == "follow" else 1] += 1
+        await self.removed("blocks")
+        await self.rows_of("blocks", "blocks.insert")
+
+        # Posts, and what a post contributes to others: replies and quotes.
+        removed_posts = plan.removed_uris("posts")
+        for (did,) in await self.removed("posts"):
+            user(did).posts -= 1
+        for did, inserted in await self.rows_of("posts", "posts.upsert"):
+            if inserted:
+                user(did).posts += 1
+        for table, index, attribute in (("replies", REPLY, "replies_received"), ("quotes", QUOTE, "quotes_received")):
+            for sign, found in (
+                (-1, await self.removed(table, uris=removed_posts)),
+                (1, await self.rows_of(table, f"{table}.insert")),
+            ):
+                for subject_uri, subject_did in found:
+                    deltas.engage(subject_uri, subject_did, "", index, sign)
+                    patch = user(subject_did)
+                    setattr(patch, attribute, getattr(patch, attribute) + sign)
+        for table in ("threads", "mentions", "hashtags", "links", "media"):
+            if plan.enrichment_cleared:
+                await self.run(SQL[f"{table}.clear"], (plan.enrichment_cleared,), table)
+            await self.rows_of(table, f"{table}.insert")
+
+        # Lists, starter packs, feed generators, threadgates, labelers: the last write wins.
+        for table in _UPSERTED_RECORDS:
+            await self.removed(table)
+            await self.rows_of(table, f"{table}.upsert")
+
+        # Activity: accumulate only what the event-id ledger had not recorded yet.
+        if plan.activity:
+            by_id = {row["event_id"]: row for row in plan.activity}
+            fresh = await self.run(SQL["activity_events.insert"], (_json(plan.activity),), "activity_events")
+            patterns: dict[tuple[str, int, int], list[Any]] = {}
+            for (event_id,) in fresh:
+                row = by_id[str(event_id)]
+                key = (row["did"], row["iso_weekday"], row["hour"])
+                entry = patterns.setdefault(key, [0, row["occurred_at"]])
+                entry[0] += 1
+                entry[1] = max(entry[1], row["occurred_at"])
+            if patterns:
+                pattern_rows = [
+                    {"did": did, "iso_weekday": weekday, "hour": hour, "events": events, "last_at": last_at}
+                    for (did, weekday, hour), (events, last_at) in sorted(patterns.items())
+                ]
+                await self.run(SQL["activity_patterns.add"], (_json(pattern_rows),), "activity_patterns")
+
+        if plan.candidates:
+            await self.run(SQL["candidates.upsert"], (_json(plan.candidates),), "candidates")
+        await self.rows_of("growth_actions", "growth_actions.insert")
+
+        # Shared counters, each by one sorted statement, always in this order.
+        engagement = deltas.engagement_rows()
+        if engagement:
+            await self.run(SQL["engagement_counts.add"], (_json(engagement),), "engagement_counts")
+            await self.run(SQL["engagement_counts.prune"], ([row["subject_uri"] for row in engagement],), "engagement_counts")
+        gains = deltas.gain_rows()
+        if gains:
+            await self.run(SQL["follower_gains_hourly.add"], (_json(gains),), "follower_gains_hourly")
+        if plan.users:
+            dids = sorted(plan.users)
+            await self._lock_users(dids)
+            await self.run(SQL["users.update"], (_json([plan.users[did].as_row() for did in dids]),), "users")
+            await self.run(SQL["users.prune"], (dids,), "users")
+
+    async def _lock_users(self, dids: list[str]) -> None:
+        """Make sure a ``users`` row exists for each DID and lock them all, in DID order.
+
+        A row can vanish between the two steps (another worker pruned an emptied stub and
+        committed): such DIDs are created and locked again, so no delta is ever lost."""
+        missing = dids
+        while missing:
+            await self.run(SQL["users.ensure"], (missing,), "users")
+            cur = await self.conn.execute(SQL["users.lock"], (missing,))
+            locked = {did for (did,) in await cur.fetchall()}
+            missing = [did for did in missing if did not in locked]
+
+
+def _decode_all(
+    consumer: str, messages: Sequence[Message]
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    events: list[Any] = []
+    dead: list[dict[str, Any]] = []
+    for message in messages:
+        raw = message.value or b""
+        match decode(raw):
+            case Success(event):
+                problem = unprojectable(event)
+                if problem is None:
+                    events.append(event)
+                else:
+                    dead.append(dead_letter_row(consumer, message, "unprojectable", problem))
+            case Failure(rejection):
+                dead.append(dead_letter_row(consumer, message, rejection.code.value, rejection.message))
+    return events, dead
+
+
+def dead_letter_row(consumer: str, message: Message, code: str, reason: str) -> dict[str, Any]:
+    return {
+        "consumer": consumer,
+        "topic": message.topic,
+        "partition": message.partition,
+        "kafka_offset": message.offset,
+        "code": code,
+        "reason": reason.replace("\x00", "")[:2000],
+        "payload": base64.b64encode(message.value or b"").decode(),
+    }
+
+
+async def _lock_marks(
+    conn: psycopg.AsyncConnection[Any], consumer: str, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    topics = [topic for topic, _ in partitions]
+    numbers = [partition for _, partition in partitions]
+    await conn.execute(SQL["offsets.ensure"], (consumer, topics, numbers))
+    cur = await conn.execute(SQL["offsets.lock"], (topics, numbers, consumer))
+    return {(topic, partition): next_offset for topic, partition, next_offset in await cur.fetchall()}
+
+
+async def apply_batch(
+    conn: psycopg.AsyncConnection[Any],
+    consumer: str,
+    messages: Sequence[Message],
+    *,
+    dead_letters: Sequence[tuple[Message, str, str]] = (),
+) -> BatchResult:
+    """Apply ``messages`` (any order, any partitions) for ``consumer`` in one transaction.
+
+    Messages below the stored high-water marks are skipped; the rest are applied in
+    (topic, partition, offset) order and the marks advance past them, all or nothing.
+    ``dead_letters`` — (message, code, reason) — are recorded instead of applied (the
+    runtime's isolation of a message Postgres refused). Raises on database errors (the
+    transaction is rolled back: nothing was applied).
+    """
+    started = time.perf_counter()
+    refused = {(m.topic, m.partition, m.offset): (m, code, reason) for m, code, reason in dead_letters}
+    unique: dict[tuple[str, int, int], Message] = {}
+    for m in (*messages, *(message for message, _, _ in refused.values())):
+        unique.setdefault((m.topic, m.partition, m.offset), m)
+    ordered = [unique[key] for key in sorted(unique)]
+    partitions = sorted({(m.topic, m.partition) for m in ordered})
+    result = BatchResult()
+    if not partitions:
+        return result
+
+    async with conn.transaction():
+        marks = await _lock_marks(conn, consumer, partitions)
+        fresh = [m for m in ordered if m.offset >= marks[(m.topic, m.partition)]]
+        result.skipped = len(ordered) - len(fresh)
+        to_decode = [m for m in fresh if (m.topic, m.partition, m.offset) not in refused]
+        events, dead = _decode_all(consumer, to_decode)
+        dead += [
+            dead_letter_row(consumer, message, code, reason)
+            for message, code, reason in (refused[k] for k in sorted(refused))
+            if message.offset >= marks[(message.topic, message.partition)]
+        ]
+        writer = _Writer(conn, plan_batch(events))
+        await writer.apply()
+        if dead:
+            await writer.run(SQL["dead_letters.insert"], (_json(dead),), "dead_letters")
+
+        advance: dict[tuple[str, int], int] = {}
+        for m in fresh:
+            advance[(m.topic, m.partition)] = max(advance.get((m.topic, m.partition), 0), m.offset + 1)
+        if advance:
+            keys = sorted(advance)
+            await conn.execute(
+                SQL["offsets.advance"],
+                ([t for t, _ in keys], [p for _, p in keys], [advance[k] for k in keys], consumer),
+            )
+        result.next_offsets = {key: max(marks[key], advance.get(key, 0)) for key in partitions}
+
+    result.applied = len(fresh)
+    result.events = len(events)
+    result.dead_lettered = len(dead)
+    result.rows = dict(writer.rows)
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+# --- with a pool: retry, and isolation of a message Postgres refuses ------------------------
+
+_REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+"""Errors caused by the data of some message (not transient, not a bug of the whole batch)."""
+
+
+async def project_batch(
+    pool: AsyncConnectionPool,
+    consumer: str,
+    messages: Sequence[Message],
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+) -> BatchResult:
+    """:func:`apply_batch` on a pooled connection, re-run after transient errors.
+
+    When Postgres refuses the batch's data (``DataError``/``IntegrityError``: a value out of
+    range, ...), the messages are applied one by one and the ones refused are dead-lettered
+    with code ``projection_refused``, so one bad message never stalls the stream.
+    """
+
+    async def attempt(batch: Sequence[Message], refused: Sequence[tuple[Message, str, str]] = ()) -> BatchResult:
+        async with pool.connection() as conn:
+            return await apply_batch(conn, consumer, batch, dead_letters=refused)
+
+    try:
+        return await with_retry(lambda: attempt(messages), retry)
+    except _REFUSED:
+        pass
+    total = BatchResult()
+    for message in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
+        try:
+            total = total.merge(await with_retry(lambda m=message: attempt([m]), retry))
+        except _REFUSED as error:
+            reason = f"{type(error).__name__}: {error}"
+            total = total.merge(
+                await with_retry(lambda m=message, r=reason: attempt([], [(m, "projection_refused", r)]), retry)
+            )
+    return total
+
+
+async def prune_event_ledgers(conn: psycopg.AsyncConnection[Any], before: datetime) -> dict[str, int]:
+    """Delete rows older than ``before`` from the event ledgers (``activity_events``,
+    ``follow_events``); return how many by table.
+
+    The ledgers are what make the accumulated ``activity_patterns`` and
+    ``follower_gains_hourly`` immune to re-delivered events: keep them for longer than any
+    re-delivery can lag (the Kafka retention of the domain event topic).
+    """
+    deleted = {}
+    async with conn.transaction():
+        for table in ("activity_events", "follow_events"):
+            cur = await conn.execute(f"DELETE FROM {table} WHERE occurred_at < %s", (before,))
+            deleted[table] = cur.rowcount
+    return deleted

@@ -1,0 +1,105 @@
+"""Migrations: versioned, idempotent, schema-independent, refusing schemas newer than the code."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from projections import (
+    MigrationChecksumError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    check_schema_version,
+    connect,
+    latest_version,
+    migrate,
+)
+from projections.migrate import load_migrations
+from tests.integration.projection_support import make_schema, scalar  # noqa: F401  (fixture)
+
+EXPECTED_TABLES = {
+    "activity_events", "activity_patterns", "blocks", "candidates", "dead_letters", "engagement_counts",
+    "feed_generators", "follow_events", "follower_gains_hourly", "follows", "growth_actions", "hashtags", "labeler_services", "likes", "links",
+    "list_items", "lists", "media", "mentions", "posts", "projection_offsets", "quotes", "replies",
+    "reposts", "schema_migrations", "starter_packs", "threadgates", "threads", "users",
+}
+
+
+async def _tables(database_url: str, schema: str) -> set[str]:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (schema,),
+        )
+        return {row[0] for row in await cur.fetchall()}
+
+
+async def test_migrate_applies_every_version_once_and_then_nothing(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema(migrated=False)
+    assert await migrate(database_url, schema) == [m.version for m in load_migrations()]
+    assert await migrate(database_url, schema) == []
+    assert await _tables(database_url, schema) == EXPECTED_TABLES
+    conn = await connect(database_url, schema)
+    try:
+        assert await scalar(conn, "SELECT count(*) FROM schema_migrations") == len(load_migrations())
+        assert await check_schema_version(conn) == latest_version()
+    finally:
+        await conn.close()
+
+
+async def test_migrations_build_any_named_schema_without_touching_others(database_url: str, make_schema) -> None:  # noqa: F811
+    first = await make_schema("one")
+    second = await make_schema("two")
+    assert await _tables(database_url, first) == EXPECTED_TABLES
+    assert await _tables(database_url, second) == EXPECTED_TABLES
+
+
+async def test_workers_starting_together_apply_each_migration_once(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema(migrated=False)
+    results = await asyncio.gather(*(migrate(database_url, schema) for _ in range(4)))
+    assert sorted(results, key=len) == [[], [], [], [m.version for m in load_migrations()]]
+
+
+async def test_migrate_refuses_a_schema_newer_than_the_code(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema()
+    conn = await connect(database_url, schema)
+    try:
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')"
+        )
+        with pytest.raises(SchemaTooNewError, match=r"version 9999, newer than this code knows"):
+            await migrate(database_url, schema)
+        with pytest.raises(SchemaTooNewError):
+            await check_schema_version(conn)
+    finally:
+        await conn.close()
+
+
+async def test_migrate_refuses_a_recorded_migration_that_was_edited(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema()
+    conn = await connect(database_url, schema)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        with pytest.raises(MigrationChecksumError, match="must never be edited"):
+            await migrate(database_url, schema)
+    finally:
+        await conn.close()
+
+
+async def test_a_worker_refuses_an_unmigrated_schema(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema(migrated=False)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    conn = await connect(database_url, schema)
+    try:
+        with pytest.raises(SchemaTooOldError, match="bge migrate"):
+            await check_schema_version(conn)
+    finally:
+        await conn.close()
+
+
+async def test_schema_names_are_checked(database_url: str) -> None:
+    with pytest.raises(ValueError, match="schema name"):
+        await migrate(database_url, 'x"; DROP TABLE users; --')
