@@ -8,8 +8,8 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
                             └───► growth.dlq           (rejected raw events, reason in headers)
     growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
 
-Processing is at least once: a batch's offsets are acknowledged only after every message it sent
-was acknowledged by Kafka. Each agent runs with concurrency 1 (faust-streaming's commit tracking
+Processing is at least once: a batch's events are acknowledged only after every message it sent
+was acknowledged by Kafka (``streams.acking``), never merely because an agent was cancelled. Each agent runs with concurrency 1 (faust-streaming's commit tracking
 with concurrency above 1 can commit past an unfinished message); scale by partitions and worker
 processes.
 """
@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 
+from streams.acking import AckBatcher
 from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
 from streams.kafka import ensure_topics
@@ -109,16 +110,20 @@ def create_app(settings: Settings) -> GrowthApp:
 
     @app.agent(raw_events, name="collect", concurrency=1)
     async def collect(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.collect_batch_size, within=0.2):
-            acks = []
-            for event in events:
-                # table writes go to the changelog partition of the event being handled
-                stream._set_current_event(event)  # noqa: SLF001 - take_events does not set it
-                message = event.message
-                acks += await collector.handle(message.topic, message.partition, message.offset,
-                                               message.value, list(message.headers or ()))
-            if acks:
-                await asyncio.gather(*acks)  # the batch's offsets are acked only after this
+        batch = AckBatcher(stream, max_events=settings.collect_batch_size, max_seconds=0.2)
+        app.collect_batch = batch  # type: ignore[attr-defined]
+        async for event in stream.events():
+            message = event.message
+            sends = await collector.handle(message.topic, message.partition, message.offset,
+                                           message.value, list(message.headers or ()))
+            if batch.add(event, sends):
+                await batch.flush()
+
+    @app.timer(0.2, name="collect-flush")
+    async def flush_collect() -> None:
+        batch = getattr(app, "collect_batch", None)
+        if batch is not None:
+            await batch.flush_if_older()
 
     return app
 

@@ -132,3 +132,16 @@ def start_bge(args: list[str], settings: Settings, log_path: str) -> subprocess.
 def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
     process.send_signal(sig)
     return process.wait(timeout=60)
+
+
+async def end_offsets_total(settings: Settings, topic: Topic) -> int:
+    """The number of messages ever written to a product topic (sum of end offsets): a cheap count."""
+    reader = new_reader(settings)
+    await reader.start()
+    try:
+        name = settings.topic(topic)
+        await reader._client.force_metadata_update()  # noqa: SLF001
+        tps = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or ())]
+        return sum((await reader.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await reader.stop()
