@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("jetstream-serve", "streams.jetstream.server", "serve a JSONL corpus over Jetstream's /subscribe wire"),
         ("corpus", "streams.jetstream.corpus", "generate a realistic Jetstream corpus (JSONL)"),
         ("demo", "streams.demo", "run the product on the bundled recording and show what it found"),
+        ("replay", "streams.replay", "read a range of a topic back: show, filter, explain, diff, re-project"),
+        ("dlq", "streams.dlq", "dead letters: list, show, redrive"),
     ):
-        p = add(name, _delegate(module), help_)
+        # no option prefix: every argument, "--help" included, goes to the delegate's own parser
+        p = sub.add_parser(name, help=help_, description=help_, add_help=False, prefix_chars="\0")
+        p.set_defaults(handler=_delegate(module))
         p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

@@ -1,0 +1,263 @@
+"""The replay tool's pure selection: topics, times, bounds, field matches and message filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from domain import StrategyConfig, StrategyState, process
+from domain.events import encode
+from streams.console import joined_values
+from streams.selection import (
+    EARLIEST,
+    LATEST,
+    AtOffset,
+    AtTime,
+    Bounds,
+    MessageFilter,
+    SelectionError,
+    end_offset,
+    lookup,
+    message_record,
+    parse_bound,
+    parse_offset_bounds,
+    parse_time,
+    parse_where,
+    resolve_topic,
+    start_offset,
+)
+from tests.conftest import SAMPLE_JSONL
+
+NOW = datetime(2026, 7, 4, 14, 40, 0, tzinfo=UTC)
+SAMPLE = [line for line in SAMPLE_JSONL.read_bytes().splitlines() if line.strip()]
+POST = next(line for line in SAMPLE if b'"collection":"app.bsky.feed.post"' in line and b'"operation":"create"' in line)
+LIKE = next(line for line in SAMPLE if b'"collection":"app.bsky.feed.like"' in line)
+
+
+def raw_headers(line: bytes) -> list[tuple[str, bytes]]:
+    event = orjson.loads(line)
+    headers = [("kind", event["kind"].encode()), ("time_us", str(event["time_us"]).encode())]
+    if event["kind"] == "commit":
+        headers += [("collection", event["commit"]["collection"].encode()),
+                    ("operation", event["commit"]["operation"].encode())]
+    return headers
+
+
+# --- topics and times ----------------------------------------------------------------------
+
+
+def test_topics_by_short_name_or_alias_and_unknown_ones_refused() -> None:
+    assert resolve_topic("jetstream.events") == "jetstream.events"
+    assert resolve_topic("raw") == "jetstream.events"
+    assert resolve_topic("domain") == "growth.events"
+    assert resolve_topic("dlq") == "growth.dlq"
+    assert resolve_topic("raw-dlq") == "jetstream.dlq"
+    with pytest.raises(SelectionError, match="unknown topic"):
+        resolve_topic("growth.event")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", NOW),
+        ("-15m", NOW - timedelta(minutes=15)),
+        ("-2h", NOW - timedelta(hours=2)),
+        ("-30s", NOW - timedelta(seconds=30)),
+        ("-1d", NOW - timedelta(days=1)),
+        ("-1w", NOW - timedelta(weeks=1)),
+        ("-500ms", NOW - timedelta(milliseconds=500)),
+        ("-1.5h", NOW - timedelta(minutes=90)),
+        ("2026-07-04T14:38:08Z", datetime(2026, 7, 4, 14, 38, 8, tzinfo=UTC)),
+        ("2026-07-04T14:38:08.250+02:00", datetime(2026, 7, 4, 12, 38, 8, 250_000, tzinfo=UTC)),
+        ("2026-07-04 14:38", datetime(2026, 7, 4, 14, 38, tzinfo=UTC)),
+        ("2026-07-04", datetime(2026, 7, 4, tzinfo=UTC)),
+    ],
+)
+def test_times_are_iso_8601_or_relative_to_now(text: str, expected: datetime) -> None:
+    assert parse_time(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "15m", "-15x", "2026-13-01", ""])
+def test_what_is_not_a_time_is_a_usage_error(text: str) -> None:
+    with pytest.raises(SelectionError, match="not a time"):
+        parse_time(text, NOW)
+
+
+def test_bounds_are_earliest_latest_or_a_time_in_milliseconds() -> None:
+    assert parse_bound("earliest", NOW) is EARLIEST
+    assert parse_bound("latest", NOW) is LATEST
+    assert parse_bound("-1m", NOW) == AtTime(int((NOW - timedelta(minutes=1)).timestamp() * 1000))
+
+
+def test_offsets_for_every_partition_or_one() -> None:
+    bounds = parse_offset_bounds(["100", "3:7", "5:-2"], EARLIEST)
+    assert bounds.of(0) == AtOffset(100)
+    assert bounds.of(3) == AtOffset(7)
+    assert bounds.of(5) == AtOffset(-2)
+    assert parse_offset_bounds(["2:5"], LATEST).of(1) is LATEST
+    for bad in ("x", "1:y", "-1:4"):
+        with pytest.raises(SelectionError, match="not an offset"):
+            parse_offset_bounds([bad], EARLIEST)
+
+
+def test_argv_values_that_look_like_options_are_joined() -> None:
+    assert joined_values(["raw", "--from", "-15m", "--to-offset", "-1", "--did", "x"]) == [
+        "raw", "--from=-15m", "--to-offset=-1", "--did", "x",
+    ]
+
+
+# --- bounds to offsets ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bound", "at_time", "expected"),
+    [
+        (EARLIEST, None, 10),
+        (LATEST, None, 50),
+        (AtOffset(20), None, 20),
+        (AtOffset(5), None, 10),  # before the beginning (deleted by retention): the beginning
+        (AtOffset(99), None, 50),
+        (AtOffset(-5), None, 45),
+        (AtTime(123), 30, 30),
+        (AtTime(123), None, 50),  # no message at or after the time: nothing to read
+    ],
+)
+def test_start_offsets(bound, at_time, expected) -> None:
+    assert start_offset(bound, 10, 50, at_time) == expected
+
+
+@pytest.mark.parametrize(
+    ("bound", "at_time", "expected"),
+    [
+        (LATEST, None, 50),
+        (EARLIEST, None, 10),
+        (AtOffset(20), None, 21),  # --to-offset is inclusive
+        (AtOffset(99), None, 50),
+        (AtOffset(-1), None, 50),  # the last message included
+        (AtTime(123), 30, 30),  # times are exclusive: stop before the first message at the time
+        (AtTime(123), None, 50),
+    ],
+)
+def test_end_offsets(bound, at_time, expected) -> None:
+    assert end_offset(bound, 10, 50, at_time) == expected
+
+
+# --- --where -------------------------------------------------------------------------------
+
+
+def test_lookup_follows_dicts_lists_and_indexes() -> None:
+    doc = {"a": {"b": [{"c": 1}, {"c": 2}, {"d": 3}]}, "l": ["x", "y"]}
+    assert lookup(doc, ["a", "b", "c"]) == [1, 2]
+    assert lookup(doc, ["a", "b", "1", "c"]) == [2]
+    assert lookup(doc, ["l", "-1"]) == ["y"]
+    assert lookup(doc, ["a", "zz"]) == []
+
+
+def test_where_operators_on_nested_fields() -> None:
+    post = orjson.loads(POST)
+    text = post["commit"]["record"]["text"]
+    assert parse_where(f"commit.record.text=={text}").test(post)
+    assert parse_where(f"commit.record.text={text}").test(post)
+    assert not parse_where("commit.record.text==nope").test(post)
+    assert parse_where("commit.record.text!=nope").test(post)
+    assert parse_where("commit.record.text~(?i)YOUTUBE").test(post)
+    assert parse_where("commit.record.text=~youtube").test(post)
+    assert parse_where("commit.record.text!~^zzz").test(post)
+    assert parse_where("commit.record.langs==en").test(post)  # any item of a list
+    assert parse_where("commit.record.$type==app.bsky.feed.post").test(post)
+    assert parse_where(f"time_us=={post['time_us']}").test(post)  # numbers compare as numbers
+    assert parse_where(f"time_us=={float(post['time_us'])}").test(post)
+    assert parse_where("commit.record.facets.features.$type~#link").test(post)
+
+
+def test_where_on_missing_fields() -> None:
+    doc = {"a": 1}
+    assert not parse_where("b==1").test(doc)
+    assert parse_where("b!=1").test(doc)
+    assert not parse_where("b~.").test(doc)
+    assert parse_where("b!~.").test(doc)
+    assert parse_where("a==1").test(doc)
+    assert parse_where("n==null").test({"n": None})
+    assert parse_where("t==true").test({"t": True})
+
+
+@pytest.mark.parametrize("text", ["novalue", "==x", "a..b==1", "a~(unclosed"])
+def test_bad_where_is_a_usage_error(text: str) -> None:
+    with pytest.raises(SelectionError):
+        parse_where(text)
+
+
+# --- message filters -----------------------------------------------------------------------
+
+
+def test_filters_on_raw_events_use_headers_key_and_value() -> None:
+    post, like = orjson.loads(POST), orjson.loads(LIKE)
+    key = post["did"].encode()
+    assert MessageFilter().matches(key, raw_headers(POST), POST)
+    assert MessageFilter(dids=frozenset({post["did"]})).matches(key, raw_headers(POST), POST)
+    assert MessageFilter(dids=frozenset({post["did"]})).matches(None, (), POST)  # the value's did
+    assert not MessageFilter(dids=frozenset({like["did"]})).matches(key, raw_headers(POST), POST)
+    assert MessageFilter(collections=("app.bsky.feed.post",)).matches(key, raw_headers(POST), POST)
+    assert MessageFilter(collections=("app.bsky.feed.*",)).matches(key, raw_headers(LIKE), LIKE)
+    assert not MessageFilter(collections=("app.bsky.graph.*",)).matches(key, raw_headers(LIKE), LIKE)
+    assert MessageFilter(operations=frozenset({"create"}), kinds=frozenset({"commit"})).matches(key, raw_headers(POST), POST)
+    assert not MessageFilter(operations=frozenset({"delete"})).matches(key, raw_headers(POST), POST)
+    # without headers the JSON says the same
+    assert MessageFilter(collections=("app.bsky.feed.post",), operations=frozenset({"create"})).matches(None, (), POST)
+    assert not MessageFilter(kinds=frozenset({"identity"})).matches(None, (), POST)
+
+
+def test_headers_are_trusted_without_parsing_the_value() -> None:
+    headers = [("kind", b"commit"), ("collection", b"app.bsky.feed.post"), ("operation", b"create")]
+    assert MessageFilter(collections=("app.bsky.feed.post",)).matches(b"k", headers, b"not json")
+    assert not MessageFilter(collections=("app.bsky.feed.post",)).matches(b"k", [("kind", b"identity")], POST)
+
+
+def test_filters_on_domain_events() -> None:
+    outcome = process(POST, config=StrategyConfig(), state=StrategyState()).unwrap()
+    created = next(e for e in outcome.events if e.schema_name == "PostCreated")
+    value = encode(created)
+    assert MessageFilter(types=frozenset({"PostCreated"})).matches(b"k", (), value)
+    assert not MessageFilter(types=frozenset({"LikeAdded"})).matches(b"k", (), value)
+    assert MessageFilter(collections=("app.bsky.feed.post",), operations=frozenset({"create"}),
+                         kinds=frozenset({"commit"})).matches(b"k", (), value)
+    assert MessageFilter(dids=frozenset({created.did})).matches(b"other", (), value)
+    assert MessageFilter(where=(parse_where("source.rkey==" + created.rkey),)).matches(b"k", (), value)
+    # a non-canonical spelling of the JSON still filters by schema
+    reordered = orjson.dumps({"version": 1, **orjson.loads(value)})
+    assert MessageFilter(types=frozenset({"PostCreated"})).matches(b"k", (), reordered)
+
+
+def test_every_filter_must_match_and_any_value_of_one_does() -> None:
+    headers = raw_headers(POST)
+    key = orjson.loads(POST)["did"].encode()
+    both = MessageFilter(dids=frozenset({"did:plc:nobody", key.decode()}), collections=("app.bsky.feed.like", "app.bsky.feed.post"))
+    assert both.matches(key, headers, POST)
+    assert not MessageFilter(dids=frozenset({key.decode()}), collections=("app.bsky.feed.like",)).matches(key, headers, POST)
+    assert not MessageFilter(where=(parse_where("kind==commit"), parse_where("did==x"))).matches(key, headers, POST)
+    assert not MessageFilter(where=(parse_where("a==b"),)).matches(key, headers, b"\x00binary")
+
+
+def test_the_json_form_of_a_message() -> None:
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    record = message_record("t.raw", 3, 42, 1_783_175_888_085, b"did:plc:x", [("kind", b"commit"), ("traceparent", traceparent)], POST)
+    line = orjson.loads(orjson.dumps(record))
+    assert line["topic"] == "t.raw" and line["partition"] == 3 and line["offset"] == 42
+    assert line["timestamp"] == "2026-07-04T14:38:08.085Z"
+    assert line["key"] == "did:plc:x"
+    assert line["headers"] == {"kind": "commit", "traceparent": traceparent.decode()}
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["encoding"] == "json" and line["value"] == orjson.loads(POST)
+    binary = orjson.loads(orjson.dumps(message_record("t", 0, 0, 0, b"\xff", None, b"\x28\xb5\x2f\xfd")))
+    assert binary["encoding"] == "base64" and binary["value"] == "KLUv/Q=="
+    assert binary["key"] is None and binary["key_base64"] == "/w=="
+    assert binary["trace_id"] is None
+    empty = orjson.loads(orjson.dumps(message_record("t", 0, 0, 0, None, None, None)))
+    assert empty["encoding"] == "null" and empty["value"] is None
+
+
+def test_bounds_default_and_per_partition() -> None:
+    bounds = Bounds(LATEST, {1: AtOffset(3)})
+    assert bounds.of(0) is LATEST and bounds.of(1) == AtOffset(3)
