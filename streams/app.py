@@ -8,6 +8,8 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
                             └───► growth.dlq           (rejected raw events, reason in headers)
     growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
 
+Run ``bge migrate`` before the first worker starts.
+
 Processing is at least once: a batch's events are acknowledged only after every message it sent
 was acknowledged by Kafka (``streams.acking``), never merely because an agent was cancelled. Each agent runs with concurrency 1 (faust-streaming's commit tracking
 with concurrency above 1 can commit past an unfinished message); scale by partitions and worker
@@ -24,11 +26,12 @@ from typing import Any
 
 import faust
 
-from streams.acking import AckBatcher
+from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
 from streams.kafka import ensure_topics
 from streams.log import configure_logging, get_logger
+from streams.projector import PendingMessage, Projector
 from streams.telemetry import setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
@@ -44,6 +47,14 @@ class GrowthApp(faust.App):
         setup_tracing("worker")
         await ensure_topics(self.settings)
         await super().on_first_start()
+
+    async def on_started(self) -> None:
+        await self.projector.start()
+        await super().on_started()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.projector.stop()
 
 
 def _broker_credentials(settings: Settings) -> Any:
@@ -110,7 +121,7 @@ def create_app(settings: Settings) -> GrowthApp:
 
     @app.agent(raw_events, name="collect", concurrency=1)
     async def collect(stream: faust.StreamT) -> None:
-        batch = AckBatcher(stream, max_events=settings.collect_batch_size, max_seconds=0.2)
+        batch = AckBatcher(stream, all_acknowledged, max_events=settings.collect_batch_size, max_seconds=0.2)
         app.collect_batch = batch  # type: ignore[attr-defined]
         async for event in stream.events():
             message = event.message
@@ -122,6 +133,26 @@ def create_app(settings: Settings) -> GrowthApp:
     @app.timer(0.2, name="collect-flush")
     async def flush_collect() -> None:
         batch = getattr(app, "collect_batch", None)
+        if batch is not None:
+            await batch.flush_if_older()
+
+    projector = Projector(settings, logger=log.child("projector"))
+    app.projector = projector  # type: ignore[attr-defined]
+
+    @app.agent(growth_events, name="project", concurrency=1)
+    async def project(stream: faust.StreamT) -> None:
+        batch = AckBatcher(stream, projector.apply, max_events=settings.projector_batch_size,
+                           max_seconds=settings.projector_batch_seconds)
+        app.project_batch = batch  # type: ignore[attr-defined]
+        async for event in stream.events():
+            message = event.message
+            if batch.add(event, PendingMessage(message.topic, message.partition, message.offset,
+                                               message.value, tuple(message.headers or ()))):
+                await batch.flush()
+
+    @app.timer(0.1, name="project-flush")
+    async def flush_project() -> None:
+        batch = getattr(app, "project_batch", None)
         if batch is not None:
             await batch.flush_if_older()
 

@@ -49,6 +49,21 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the projections' SQL migrations to DB_SCHEMA (idempotent)."""
+    from projections import MigrationError, latest_version, migrate
+
+    settings = _settings()
+    try:
+        applied = asyncio.run(migrate(settings.database_url, settings.db_schema))
+    except MigrationError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 1
+    done = ", ".join(str(v) for v in applied) if applied else "nothing (up to date)"
+    print(f"schema {settings.db_schema} at version {latest_version()}; applied: {done}")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Jetstream → Kafka."""
     from streams.jetstream.ingest import run_ingest
@@ -86,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config", cmd_config, "print the validated configuration (secrets masked)")
     add("topics", cmd_topics, "create the product's Kafka topics")
+    add("migrate", cmd_migrate, "apply the Postgres migrations (DB_SCHEMA)")
     add("ingest", cmd_ingest, "ingest Jetstream into the raw Kafka topic")
     w = add("worker", cmd_worker, "start a Faust worker (faust -A streams.app worker)")
     w.add_argument("-l", "--loglevel", default="info")
