@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from streams.config import Settings, Topic, load_settings
 from streams.kafka import ensure_topics
 from streams.log import configure_logging, get_logger
 from streams.projector import PendingMessage, Projector
-from streams.telemetry import setup_tracing
+from streams.telemetry import instrument_psycopg, setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
 
@@ -43,8 +44,11 @@ class GrowthApp(faust.App):
     settings: Settings
 
     async def on_first_start(self) -> None:
-        configure_logging("DEBUG" if self.settings.debug else self.settings.log_level, only_product=True)
+        # sys.__stderr__: Faust redirects sys.stderr into its own log format; ours stays one JSON object per line
+        configure_logging("DEBUG" if self.settings.debug else self.settings.log_level, stream=sys.__stderr__,
+                          only_product=True)
         setup_tracing("worker")
+        instrument_psycopg()
         await ensure_topics(self.settings)
         await super().on_first_start()
 

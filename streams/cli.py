@@ -68,8 +68,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Jetstream → Kafka."""
     from streams.jetstream.ingest import run_ingest
 
+    from streams.telemetry import setup_tracing
+
     settings = _settings()
     _logging(settings)
+    setup_tracing("ingest")
     return asyncio.run(run_ingest(settings))
 
 

@@ -13,6 +13,7 @@ raw topic and recovered from its changelog.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,10 @@ class Collector:
             acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
         self.stats.domain_events += len(acks)
         self.stats.candidates += len(outcome.candidates)
+        if self.log.is_enabled_for(logging.DEBUG):
+            self.log.debug("event collected", did=source.did, collection=source.collection or source.kind,
+                           operation=source.operation or "", source_id=source.id, domain_events=len(acks),
+                           schemas=",".join(sorted({e.schema_name for e in outcome.all_events})))
         span.set_attribute("domain_events", len(acks))
         return acks
 

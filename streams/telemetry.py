@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import streams
 
-__all__ = ["extract_context", "inject_headers", "setup_tracing", "shutdown_tracing"]
+__all__ = ["extract_context", "inject_headers", "instrument_psycopg", "setup_tracing", "shutdown_tracing", "trace_id_of"]
 
 _provider: TracerProvider | None = None
 
@@ -49,6 +49,15 @@ def setup_tracing(role: str) -> TracerProvider:
     _provider = provider
     atexit.register(shutdown_tracing)
     return provider
+
+
+def instrument_psycopg() -> None:
+    """Trace every Postgres statement (opentelemetry-instrumentation-psycopg), once per process."""
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    instrumentor = PsycopgInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(enable_commenter=False)
 
 
 def shutdown_tracing(timeout_ms: int = 5_000) -> None:
