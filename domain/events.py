@@ -464,6 +464,44 @@ class CandidateFound(DomainEvent):
     subject_uri: str | None = None
 
 
+# --- AT Protocol crawl (the AppView's answers, see domain.crawl) ---------------------------
+
+
+@_frozen
+class ProfileEnriched(DomainEvent):
+    """The AppView's view of the account ``did`` (``app.bsky.actor.getProfiles``) when the
+    crawl fetched it, at ``source.time_us``. ``source`` is the crawl request (its ``id`` starts
+    with ``crawl|``). The counts are the AppView's own totals at that time (not deltas): the
+    latest fetch replaces earlier ones. ``avatar``/``banner`` are image URLs."""
+
+    schema_name: ClassVar[str] = "ProfileEnriched"
+    handle: str
+    display_name: str | None = None
+    description: str | None = None
+    avatar: str | None = None
+    banner: str | None = None
+    followers_count: int | None = None
+    follows_count: int | None = None
+    posts_count: int | None = None
+    created_at: str | None = None
+    indexed_at: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+@_frozen
+class GrowthActionTaken(DomainEvent):
+    """The engine's own account ``did`` acted on Bluesky: ``action`` (``follow`` or ``like``)
+    towards ``subject_did`` (and the post ``subject_uri`` for a like), creating the record
+    ``record_uri``. ``reason`` says why, for people."""
+
+    schema_name: ClassVar[str] = "GrowthActionTaken"
+    action: str
+    subject_did: str
+    record_uri: str
+    reason: str
+    subject_uri: str | None = None
+
+
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     UserSeen,
     ActivityRecorded,
@@ -498,6 +536,8 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     ProfileUpdated,
     ProfileRemoved,
     CandidateFound,
+    ProfileEnriched,
+    GrowthActionTaken,
 )
 
 SCHEMAS: dict[tuple[str, int], type[DomainEvent]] = {

@@ -40,7 +40,20 @@ def every_kind_of_event(raws: list[bytes] = RAWS) -> list[ev.DomainEvent]:
     coordinates = SourceCoordinates("prefix.jetstream.events", 1, 7)
     found = [event for raw in raws for event in parse_event(raw).bind(lambda e: collect(e, coordinates)).unwrap().events]
     found.append(candidate(found[0].source, "newcomers", b.BOB, 0.5, ("posted #newhere",), None))
+    found += crawl_events()
     return found
+
+
+def crawl_events() -> list[ev.DomainEvent]:
+    """The events of the AppView crawl (domain.crawl), which no Jetstream event yields."""
+    from domain.appview import ProfileViewDetailed
+    from domain.crawl import PlannedAction, crawl_source, growth_action_event, profile_enriched
+
+    profile = ProfileViewDetailed(did=b.BOB, handle="bob.test", display_name="Bob", followers_count=3,
+                                  follows_count=2, posts_count=9)
+    follow = PlannedAction(action="follow", subject=b.BOB, subject_did=b.BOB, reason="bob follows us")
+    return [profile_enriched(profile, crawl_source("req-1", b.BOB, b.TIME_US)),
+            growth_action_event(follow, b.ALICE, f"at://{b.ALICE}/app.bsky.graph.follow/3mptbypluud2a", b.TIME_US)]
 
 
 EVENTS = every_kind_of_event()
