@@ -7,6 +7,8 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
     jetstream.events ──collect──► growth.events        (domain events, key = partition key)
                             └───► growth.dlq           (rejected raw events, reason in headers)
     growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
+    growth.events ──crawl-planner──► growth.crawl (partition 0) ──crawl──► AppView ──► growth.events
+                                                  (CRAWL_ENABLED; one partition = one shared rate limit)
 
 Run ``bge migrate`` before the first worker starts.
 
@@ -30,6 +32,7 @@ import faust
 from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
+from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
 from streams.kafka import ensure_topics
 from streams.log import configure_logging, get_logger
 from streams.projector import PendingMessage, Projector
@@ -160,6 +163,14 @@ def create_app(settings: Settings) -> GrowthApp:
         if batch is not None:
             await batch.flush_if_older()
 
+    if settings.crawl_enabled:
+        credentials = None
+        if settings.atproto_identifier and settings.atproto_app_password:
+            credentials = SessionCredentials(settings.atproto_pds, settings.atproto_identifier,
+                                             settings.atproto_app_password)
+        register_crawl(app, settings, events_topic=growth_events, crawl_topic=topic(Topic.GROWTH_CRAWL),
+                       dlq_topic=growth_dlq, config=load_crawl_config(settings.crawl_config_file),
+                       schema=settings.crawl_schema, credentials=credentials)
     return app
 
 

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     # -- AT Protocol AppView ----------------------------------------------------------------
     atproto_service: str = "https://public.api.bsky.app"
     atproto_rate_limit: float = Field(10.0, ge=1)
+    crawl_enabled: bool = Field(False, description="Run the crawl and enrichment agents (calls ATPROTO_SERVICE).")
+    crawl_config_file: Path | None = Field(None, description="JSON file of domain.crawl.CrawlConfig.")
+    crawl_schema: str = Field("bge_crawl", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    atproto_pds: str = Field("https://bsky.social", description="Where growth actions log in (PDS or entryway).")
+    atproto_identifier: str | None = Field(None, description="Handle or DID the growth actions act for.")
+    atproto_app_password: SecretStr | None = None
 
     # -- HTTP API, logging, reliability -----------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -292,7 +298,7 @@ class Settings(BaseSettings):
             raise ValueError("a key file needs KAFKA_SSL_CERTFILE too")
         return value
 
-    @field_validator("bge_strategies_file")
+    @field_validator("bge_strategies_file", "crawl_config_file")
     @classmethod
     def _strategies_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
