@@ -6,6 +6,8 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
 
     jetstream.events ──collect──► growth.events        (domain events, key = partition key)
                             └───► growth.dlq           (rejected raw events, reason in headers)
+    growth.events ──route-engagement──► growth.engagement (key = post at-uri)
+    growth.engagement ──popularity──► growth.events      (CandidateFound of popular content)
     growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
     growth.events ──crawl-planner──► growth.crawl (partition 0) ──crawl──► AppView ──► growth.events
                                                   (CRAWL_ENABLED; one partition = one shared rate limit)
@@ -35,6 +37,8 @@ from streams.config import Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
 from streams.kafka import ensure_topics
 from streams.log import configure_logging, get_logger
+from streams.popularity import Popularity
+from streams.state import ChangelogState
 from streams.projector import PendingMessage, Projector
 from streams.telemetry import instrument_psycopg, setup_tracing
 
@@ -106,6 +110,7 @@ def create_app(settings: Settings) -> GrowthApp:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=16_384,
         processing_guarantee="at_least_once",
+        stream_wait_empty=False,  # pending batches are not acked at shutdown: they are delivered again
     )
     app.settings = settings
     log = get_logger("worker")
@@ -117,19 +122,27 @@ def create_app(settings: Settings) -> GrowthApp:
     raw_events = topic(Topic.JETSTREAM_EVENTS)
     growth_events = topic(Topic.GROWTH_EVENTS)
     growth_dlq = topic(Topic.GROWTH_DLQ)
-    accounts = app.Table(
-        "accounts", default=None, partitions=settings.bge_topic_partitions,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"),
-        help="newcomers' account memory by DID",
-    )
-    collector = Collector(config=load_strategy_config(settings.bge_strategies_file), accounts=accounts,
+    accounts = ChangelogState("accounts", settings, lambda: app.producer, logger=log.child("state"))
+    strategies = load_strategy_config(settings.bge_strategies_file)
+    collector = Collector(config=strategies, accounts=accounts,
                           events_topic=growth_events, dlq_topic=growth_dlq, logger=log.child("collect"))
     app.collector = collector  # type: ignore[attr-defined]
 
+    engagement = topic(Topic.GROWTH_ENGAGEMENT)
+    windows = ChangelogState("post-windows", settings, lambda: app.producer, logger=log.child("state"))
+    popularity = Popularity(config=strategies.popular_content, windows=windows, engagement_topic=engagement,
+                            events_topic=growth_events, logger=log.child("popularity"))
+    projector = Projector(settings, logger=log.child("projector"))
+    app.projector = projector  # type: ignore[attr-defined]
+    batches: dict[str, AckBatcher[Any]] = {}
+
+    def batcher(name: str, stream: faust.StreamT, settle: Any, size: int, seconds: float = 0.2) -> AckBatcher[Any]:
+        batches[name] = AckBatcher(stream, settle, max_events=size, max_seconds=seconds)
+        return batches[name]
+
     @app.agent(raw_events, name="collect", concurrency=1)
     async def collect(stream: faust.StreamT) -> None:
-        batch = AckBatcher(stream, all_acknowledged, max_events=settings.collect_batch_size, max_seconds=0.2)
-        app.collect_batch = batch  # type: ignore[attr-defined]
+        batch = batcher("collect", stream, all_acknowledged, settings.collect_batch_size)
         async for event in stream.events():
             message = event.message
             sends = await collector.handle(message.topic, message.partition, message.offset,
@@ -137,30 +150,43 @@ def create_app(settings: Settings) -> GrowthApp:
             if batch.add(event, sends):
                 await batch.flush()
 
-    @app.timer(0.2, name="collect-flush")
-    async def flush_collect() -> None:
-        batch = getattr(app, "collect_batch", None)
-        if batch is not None:
-            await batch.flush_if_older()
+    @app.agent(growth_events, name="route-engagement", concurrency=1)
+    async def route_engagement(stream: faust.StreamT) -> None:
+        batch = batcher("route-engagement", stream, all_acknowledged, settings.collect_batch_size)
+        async for event in stream.events():
+            message = event.message
+            if batch.add(event, await popularity.route(message.value, list(message.headers or ()))):
+                await batch.flush()
 
-    projector = Projector(settings, logger=log.child("projector"))
-    app.projector = projector  # type: ignore[attr-defined]
+    @app.agent(engagement, name="popularity", concurrency=1)
+    async def popular(stream: faust.StreamT) -> None:
+        batch = batcher("popularity", stream, all_acknowledged, settings.collect_batch_size)
+        async for event in stream.events():
+            message = event.message
+            if batch.add(event, await popularity.observe(message.partition, message.value)):
+                await batch.flush()
 
     @app.agent(growth_events, name="project", concurrency=1)
     async def project(stream: faust.StreamT) -> None:
-        batch = AckBatcher(stream, projector.apply, max_events=settings.projector_batch_size,
-                           max_seconds=settings.projector_batch_seconds)
-        app.project_batch = batch  # type: ignore[attr-defined]
+        batch = batcher("project", stream, projector.apply, settings.projector_batch_size,
+                        settings.projector_batch_seconds)
         async for event in stream.events():
             message = event.message
             if batch.add(event, PendingMessage(message.topic, message.partition, message.offset,
                                                message.value, tuple(message.headers or ()))):
                 await batch.flush()
 
-    @app.timer(0.1, name="project-flush")
-    async def flush_project() -> None:
-        batch = getattr(app, "project_batch", None)
-        if batch is not None:
+    @app.on_partitions_revoked.connect
+    async def forget_state(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """State of partitions this worker no longer owns is dropped; it is read again from the
+        changelog if they come back (another worker may have changed it meanwhile)."""
+        accounts.forget(tp.partition for tp in revoked if tp.topic == raw_events.get_topic_name())
+        windows.forget(tp.partition for tp in revoked if tp.topic == engagement.get_topic_name())
+
+    @app.timer(0.1, name="flush-batches")
+    async def flush_batches() -> None:
+        """Time-bounded batches: flush what waited longer than its batch's age limit."""
+        for batch in list(batches.values()):
             await batch.flush_if_older()
 
     if settings.crawl_enabled:

@@ -6,15 +6,15 @@ collects its domain events and runs the growth strategies. Domain events go to
 ``growth.dlq`` with its original bytes and the reason (``streams.deadletter``). Each message is
 one span continuing the ingest's trace, with one child span per strategy and its decision.
 
-Strategy state that must survive restarts and rebalances (the newcomers' account memory) lives
-in a Faust table keyed by the repo DID, the raw topic's key, so it is co-partitioned with the
-raw topic and recovered from its changelog.
+Strategy state that must survive restarts and rebalances (the newcomers' account memory) is keyed
+by the repo DID, the raw topic's key, so it is partitioned like the raw topic; it lives in a
+:class:`streams.state.ChangelogState` recovered from its compacted changelog.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from domain.pipeline import Outcome, process
 from domain.rejections import Rejection
 from streams.deadletter import dead_letter_headers
 from streams.log import ContextLogger, get_logger
+from streams.state import ChangelogState
 from streams.telemetry import extract_context, inject_headers
 
 __all__ = ["CollectStats", "Collector", "DecodedTable", "load_strategy_config"]
@@ -52,9 +53,9 @@ def load_strategy_config(path: Path | None) -> StrategyConfig:
 
 
 class DecodedTable(Mapping[str, AccountMemory]):
-    """A read-only view of a table of encoded :class:`AccountMemory` values."""
+    """A read-only view of a mapping of encoded :class:`AccountMemory` values."""
 
-    def __init__(self, table: MutableMapping[str, bytes]) -> None:
+    def __init__(self, table: Mapping[str, bytes]) -> None:
         self._table = table
 
     def __getitem__(self, key: str) -> AccountMemory:
@@ -101,7 +102,7 @@ class Collector:
         self,
         *,
         config: StrategyConfig,
-        accounts: MutableMapping[str, bytes],
+        accounts: ChangelogState,
         events_topic: Any,
         dlq_topic: Any,
         logger: ContextLogger | None = None,
@@ -109,7 +110,6 @@ class Collector:
         # popular content needs engagement keyed by post, not by actor: it runs after a repartition
         self.config = config.model_copy(update={"popular_content": PopularContentConfig(enabled=False)})
         self.accounts = accounts
-        self.state = StrategyState(accounts=DecodedTable(accounts))
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.log = logger or get_logger("collect")
@@ -127,14 +127,16 @@ class Collector:
             attributes={"messaging.system": "kafka", "messaging.source.name": topic,
                         "messaging.kafka.partition": partition, "messaging.kafka.offset": offset},
         ) as span:
-            match process(value, config=self.config, state=self.state, coordinates=coordinates):
+            await self.accounts.ensure(partition)
+            state = StrategyState(accounts=DecodedTable(self.accounts.view(partition)))
+            match process(value, config=self.config, state=state, coordinates=coordinates):
                 case Success(outcome):
-                    return await self._emit(outcome, span)
+                    return await self._emit(outcome, partition, span)
                 case Failure(rejection):
                     return [await self._dead_letter(rejection, topic, partition, offset, value, span)]
         return []  # pragma: no cover - process returns Success or Failure
 
-    async def _emit(self, outcome: Outcome, span: trace.Span) -> list[Awaitable[Any]]:
+    async def _emit(self, outcome: Outcome, partition: int, span: trace.Span) -> list[Awaitable[Any]]:
         source = outcome.source
         span.set_attributes({"did": source.did, "kind": source.kind, "collection": source.collection or "",
                              "operation": source.operation or "", "source_id": source.id})
@@ -144,19 +146,19 @@ class Collector:
             return []
         for name, decision in outcome.decisions.items():
             self._trace_decision(name, decision)
-        for did, memory in outcome.state_changes.accounts.items():
-            self.accounts[did] = encode_state(memory)
-        acks = []
+        acks = [await self.accounts.put(partition, did, encode_state(memory))
+                for did, memory in outcome.state_changes.accounts.items()]
         for event in outcome.all_events:
             headers = inject_headers([("schema", event.schema_name.encode()), ("source_id", source.id.encode())])
             acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
-        self.stats.domain_events += len(acks)
+        emitted = len(outcome.all_events)
+        self.stats.domain_events += emitted
         self.stats.candidates += len(outcome.candidates)
         if self.log.is_enabled_for(logging.DEBUG):
             self.log.debug("event collected", did=source.did, collection=source.collection or source.kind,
-                           operation=source.operation or "", source_id=source.id, domain_events=len(acks),
+                           operation=source.operation or "", source_id=source.id, domain_events=emitted,
                            schemas=",".join(sorted({e.schema_name for e in outcome.all_events})))
-        span.set_attribute("domain_events", len(acks))
+        span.set_attribute("domain_events", emitted)
         return acks
 
     def _trace_decision(self, name: str, decision: Any) -> None:

@@ -36,6 +36,7 @@ class Topic(StrEnum):
     GROWTH_EVENTS = "growth.events"
     GROWTH_DLQ = "growth.dlq"
     GROWTH_CRAWL = "growth.crawl"
+    GROWTH_ENGAGEMENT = "growth.engagement"
 
 
 DEFAULT_JETSTREAM_ENDPOINTS: Final = (

@@ -241,7 +241,7 @@ def test_topic_names_carry_the_prefix():
     assert s.topic(Topic.JETSTREAM_EVENTS) == "ci-42.jetstream.events"
     assert [s.topic(t) for t in Topic] == [
         "ci-42.jetstream.events", "ci-42.jetstream.dlq", "ci-42.jetstream.ops",
-        "ci-42.growth.events", "ci-42.growth.dlq", "ci-42.growth.crawl",
+        "ci-42.growth.events", "ci-42.growth.dlq", "ci-42.growth.crawl", "ci-42.growth.engagement",
     ]
     assert load().topic("growth.events") == "growth.events"
     with pytest.raises(ValueError):

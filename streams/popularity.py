@@ -1,0 +1,111 @@
+"""The popular-content stage: engagement re-keyed by post, counted in windows, candidates out.
+
+Domain events are keyed by the acting account, so the likes of one post are spread over every
+partition. Counting them per partition would undercount by the number of partitions, so the
+engagement is re-keyed first (a repartition, as in Kafka Streams)::
+
+    growth.events ──route-engagement──► growth.engagement (key = post at-uri)
+    growth.engagement ──popularity──► growth.events (CandidateFound, key = the post's author)
+
+The ``popularity`` agent keeps one :class:`domain.growth.EngagementWindow` per post, keyed by the
+post's at-uri and partitioned like ``growth.engagement``, in a :class:`streams.state.ChangelogState`,
+and runs ``domain.growth.popular_content`` on each engagement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import Any
+
+from returns.result import Success
+
+from domain.collection import Collected
+from domain.events import DomainEvent, decode, encode, partition_key
+from domain.growth import (
+    EngagementWindow,
+    PopularContentConfig,
+    decode_engagement_window,
+    encode_state,
+    engagements_of,
+    popular_content,
+)
+from streams.log import ContextLogger, get_logger
+from streams.state import ChangelogState
+from streams.telemetry import inject_headers
+
+__all__ = ["ENGAGEMENT_SCHEMAS", "Popularity", "WindowTable"]
+
+ENGAGEMENT_SCHEMAS = frozenset({b"LikeAdded", b"RepostAdded", b"ReplyAdded", b"QuoteAdded"})
+
+
+class WindowTable(Mapping[str, EngagementWindow]):
+    """A read-only view of a mapping of encoded :class:`EngagementWindow` values."""
+
+    def __init__(self, table: Mapping[str, bytes]) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> EngagementWindow:
+        window = self.get(key)
+        if window is None:
+            raise KeyError(key)
+        return window
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._table.get(key)
+        return default if raw is None else decode_engagement_window(raw).value_or(default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _schema(headers: list[tuple[str, bytes]] | None) -> bytes | None:
+    for key, value in headers or ():
+        if key == "schema":
+            return value
+    return None
+
+
+def _collected(event: DomainEvent) -> Collected:
+    return Collected(event.source, (event,))
+
+
+class Popularity:
+    """Routes engagement by post and decides popular content."""
+
+    def __init__(self, *, config: PopularContentConfig, windows: ChangelogState,
+                 engagement_topic: Any, events_topic: Any, logger: ContextLogger | None = None) -> None:
+        self.config = config
+        self.windows = windows
+        self.engagement_topic = engagement_topic
+        self.events_topic = events_topic
+        self.log = logger or get_logger("popularity")
+
+    async def route(self, value: bytes, headers: list[tuple[str, bytes]] | None) -> list[Awaitable[Any]]:
+        """Forward an engagement event to ``growth.engagement`` keyed by the post it concerns."""
+        if not self.config.enabled or _schema(headers) not in ENGAGEMENT_SCHEMAS:
+            return []
+        match decode(value):
+            case Success(event):
+                return [await self.engagement_topic.send(key=e.post_uri.encode(), value=value, headers=headers)
+                        for e in engagements_of(_collected(event))]
+        return []
+
+    async def observe(self, partition: int, value: bytes) -> list[Awaitable[Any]]:
+        """Count one engagement in its post's window; send the candidates it makes."""
+        match decode(value):
+            case Success(event):
+                await self.windows.ensure(partition)
+                view = WindowTable(self.windows.view(partition))
+                changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
+                sends = [await self.windows.put(partition, uri, encode_state(window)) for uri, window in changed.items()]
+                for found in decision.value_or(()):
+                    self.log.info("candidate found", strategy=found.strategy, candidate=found.did,
+                                  score=found.score, reasons="; ".join(found.reasons))
+                    headers = inject_headers([("schema", found.schema_name.encode())])
+                    sends.append(await self.events_topic.send(key=partition_key(found), value=encode(found),
+                                                              headers=headers))
+                return sends
+        return []
