@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "streams.demo", "run the product on the bundled recording and show what it found"),
         ("replay", "streams.replay", "read a range of a topic back: show, filter, explain, diff, re-project"),
         ("dlq", "streams.dlq", "dead letters: list, show, redrive"),
+        ("bench", "streams.bench.cli", "benchmarks and a soak with faults on the local stack, next to baselines"),
+        ("validate", "streams.validate", "check configuration, services, schema, topics and environment"),
     ):
         # no option prefix: every argument, "--help" included, goes to the delegate's own parser
         p = sub.add_parser(name, help=help_, description=help_, add_help=False, prefix_chars="\0")
