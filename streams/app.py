@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 
+from streams.api import serve_api
 from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
@@ -99,6 +100,8 @@ def create_app(settings: Settings) -> GrowthApp:
         web_host=settings.api_host,
         web_port=settings.api_port,
         web_enabled=True,
+        web_router_enabled=False,  # Faust's own pages are outside the API's envelope and document
+        web_tables_enabled=False,
         topic_partitions=settings.bge_topic_partitions,
         topic_replication_factor=1,
         topic_allow_declare=True,
@@ -197,6 +200,10 @@ def create_app(settings: Settings) -> GrowthApp:
         register_crawl(app, settings, events_topic=growth_events, crawl_topic=topic(Topic.GROWTH_CRAWL),
                        dlq_topic=growth_dlq, config=load_crawl_config(settings.crawl_config_file),
                        schema=settings.crawl_schema, credentials=credentials)
+    breakers = [projector.breaker]
+    if settings.crawl_enabled:
+        breakers.append(app.crawl.appview.breaker)
+    serve_api(app, settings, breakers=breakers)
     return app
 
 

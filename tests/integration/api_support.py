@@ -1,6 +1,6 @@
 """What the API tests share: the data they read (the real 2026-07-04 sample, projected, plus
 hand-built follows, posts and candidates whose numbers are counted by hand), a real Faust worker
-serving the API (a subprocess of ``tests.integration.api_worker_app``), the API served in-process
+serving the API (a subprocess of ``streams.app``), the API served in-process
 by the Faust app's own web server (for configurations such as a dead Postgres), and HTTP clients
 bound to distinct loopback addresses (distinct clients for the rate limiter)."""
 
@@ -203,11 +203,11 @@ def worker_env(unique: str, schema: str, tmp: Path, **overrides: str) -> dict[st
 
 
 async def start_worker(env: dict[str, str], log: Path, *, timeout: float = 60.0) -> Worker:
-    """Start ``faust -A tests.integration.api_worker_app worker`` and wait until the API answers
+    """Start ``faust -A streams.app worker`` and wait until the API answers
     with its pool open (``/api/stats/database`` shows a connection)."""
     faust = str(Path(sys.executable).with_name("faust"))
     Path(env["BGE_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([faust, "-A", "tests.integration.api_worker_app", "worker", "-l", "warn"],
+    process = subprocess.Popen([faust, "-A", "streams.app", "worker", "-l", "warn"],
                                cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     worker = Worker(process, f"http://127.0.0.1:{env['API_PORT']}", log, env)
     deadline = time.monotonic() + timeout
