@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-SAMPLE_JSONL = FIXTURES / "jetstream" / "sample-2026-07-04.jsonl"
+SAMPLE_JSONL = ROOT / "streams" / "data" / "sample-2026-07-04.jsonl"  # bundled: the demo serves it too
 
 os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 os.environ.setdefault("DATABASE_URL", "postgresql://bge:bge@127.0.0.1:55432/bge")

@@ -1,6 +1,6 @@
 """Generate realistic Jetstream v1 events, deterministically for a seed.
 
-The mix is calibrated on a real capture (``tests/fixtures/jetstream/sample-2026-07-04.jsonl``)
+The mix is calibrated on a real capture (``streams/data/sample-2026-07-04.jsonl``)
 and on the 2026 live rates: about 69 % of events are likes, 12 % posts, 9 % reposts, then
 follows, blocks, profile updates, a trickle of lists, list items, starter packs, feed
 generators, threadgates, labeler services and statuses, and a few identity and account

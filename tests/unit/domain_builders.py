@@ -1,7 +1,7 @@
 """Lexicon-conformant Jetstream events for domain tests, and the real sample.
 
 Records follow the app.bsky lexicons; envelopes follow the Jetstream v1 /subscribe wire. They
-cover what the real sample (tests/fixtures/jetstream/sample-2026-07-04.jsonl) lacks: mention
+cover what the real sample (streams/data/sample-2026-07-04.jsonl) lacks: mention
 facets, lists, list items, profiles, starter packs, feed generators, threadgates, labeler
 services, quotes, recordWithMedia, video and gallery embeds.
 """
