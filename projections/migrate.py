@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_LOCK_NAMESPACE = "bge.migrate"
+SCHEMA_LOCK_NAMESPACE = "bge.migrate"
+"""Advisory lock namespace (with the schema name) of migrations, swaps (exclusive) and batches (shared)."""
+_LOCK_NAMESPACE = SCHEMA_LOCK_NAMESPACE
 
 
 class MigrationError(RuntimeError):

@@ -24,7 +24,7 @@ from projections.migrate import MigrationError, latest_version, migrate
 
 __all__ = ["SwapError", "create_fresh_schema", "drop_schema", "schema_exists", "swap_schema"]
 
-_LOCK_NAMESPACE = "bge.migrate"  # the same lock as migrations: a swap never races a migrate
+from projections.migrate import SCHEMA_LOCK_NAMESPACE as _LOCK_NAMESPACE  # a swap never races a migrate or a batch
 
 
 class SwapError(RuntimeError):

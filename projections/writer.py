@@ -47,6 +47,7 @@ from psycopg_pool import AsyncConnectionPool
 from returns.result import Failure, Success
 
 from domain.events import decode
+from projections.migrate import SCHEMA_LOCK_NAMESPACE
 from projections.db import RetryPolicy, with_retry
 from projections.plan import (
     ASSIGNED_COLUMNS,
@@ -653,6 +654,10 @@ async def apply_batch(
         return result
 
     async with conn.transaction():
+        # shared with every other batch, exclusive against a schema swap or a migration of this
+        # schema (projections.rebuild, projections.migrate): a batch never straddles a swap
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s), hashtext(current_schema()))",
+                           (SCHEMA_LOCK_NAMESPACE,))
         marks = await _lock_marks(conn, consumer, partitions)
         fresh = [m for m in ordered if m.offset >= marks[(m.topic, m.partition)]]
         result.skipped = len(ordered) - len(fresh)

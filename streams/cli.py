@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_ in (
         ("jetstream-serve", "streams.jetstream.server", "serve a JSONL corpus over Jetstream's /subscribe wire"),
         ("corpus", "streams.jetstream.corpus", "generate a realistic Jetstream corpus (JSONL)"),
+        ("projections", "streams.rebuild", "projection maintenance: `bge projections rebuild`"),
         ("demo", "streams.demo", "run the product on the bundled recording and show what it found"),
         ("replay", "streams.replay", "read a range of a topic back: show, filter, explain, diff, re-project"),
         ("dlq", "streams.dlq", "dead letters: list, show, redrive"),

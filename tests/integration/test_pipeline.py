@@ -147,3 +147,30 @@ async def test_stopping_postgres_for_30_seconds_mid_stream_ends_with_the_same_da
         assert await live_dump(settings, schema) == await _reference(settings, unique)
     finally:
         await drop(settings, schema, f"ref_{unique}")
+
+
+async def test_a_rebuild_from_replay_equals_the_live_projection_and_the_worker_carries_on(unique, tmp_path) -> None:
+    from rich.console import Console
+
+    from streams.rebuild import rebuild
+
+    schema = f"pipe_{unique}"
+    settings = worker_settings(unique, tmp_path, db_schema=schema)
+    await scratch_schema(settings, schema)
+    lines = list(corpus.generate(3000, seed=47, accounts=800))
+    try:
+        await produce_raw(settings, SAMPLE_LINES + lines[:1500])
+        worker = start_worker(settings, str(tmp_path / "worker.log"))
+        try:
+            await wait_projected(settings, schema, 180)
+            before = await live_dump(settings, schema)
+            retired = await rebuild(settings, Console(file=open(tmp_path / "rebuild.out", "w")))  # noqa: SIM115
+            assert retired == f"{schema}_retired"
+            assert await live_dump(settings, schema) == before  # identical to the live one
+            await produce_raw(settings, lines[1500:])  # the live projector carries on in the new schema
+            await wait_projected(settings, schema, 180)
+        finally:
+            kill(worker, subprocess.signal.SIGTERM)
+        assert await live_dump(settings, schema) == await _reference(settings, unique)
+    finally:
+        await drop(settings, schema, f"{schema}_retired", f"ref_{unique}")
