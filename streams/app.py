@@ -22,7 +22,6 @@ processes.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 import tempfile

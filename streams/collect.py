@@ -14,7 +14,7 @@ by the repo DID, the raw topic's key, so it is partitioned like the raw topic; i
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from returns.result import Failure, Success
 
 from domain.events import encode, partition_key
 from domain.growth import (
-    AccountMemory,
     PopularContentConfig,
     StrategyConfig,
     StrategyState,
@@ -37,10 +36,10 @@ from domain.pipeline import Outcome, process
 from domain.rejections import Rejection
 from streams.deadletter import dead_letter_headers
 from streams.log import ContextLogger, get_logger
-from streams.state import ChangelogState
+from streams.state import ChangelogState, DecodedView
 from streams.telemetry import extract_context, inject_headers
 
-__all__ = ["CollectStats", "Collector", "DecodedTable", "load_strategy_config"]
+__all__ = ["CollectStats", "Collector", "load_strategy_config"]
 
 _tracer = trace.get_tracer("bge.collect")
 
@@ -50,35 +49,6 @@ def load_strategy_config(path: Path | None) -> StrategyConfig:
     if path is None:
         return StrategyConfig()
     return StrategyConfig.model_validate_json(path.read_bytes())
-
-
-class DecodedTable(Mapping[str, AccountMemory]):
-    """A read-only view of a mapping of encoded :class:`AccountMemory` values."""
-
-    def __init__(self, table: Mapping[str, bytes]) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> AccountMemory:
-        raw = self._table.get(key)
-        if raw is None:
-            raise KeyError(key)
-        return decode_account_memory(raw).value_or(None) or _missing(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raw = self._table.get(key)
-        if raw is None:
-            return default
-        return decode_account_memory(raw).value_or(default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-def _missing(key: str) -> AccountMemory:
-    raise KeyError(key)
 
 
 @dataclass
@@ -128,7 +98,7 @@ class Collector:
                         "messaging.kafka.partition": partition, "messaging.kafka.offset": offset},
         ) as span:
             await self.accounts.ensure(partition)
-            state = StrategyState(accounts=DecodedTable(self.accounts.view(partition)))
+            state = StrategyState(accounts=DecodedView(self.accounts.view(partition), decode_account_memory))
             match process(value, config=self.config, state=state, coordinates=coordinates):
                 case Success(outcome):
                     return await self._emit(outcome, partition, span)

@@ -32,7 +32,7 @@ from streams.config import Settings, Topic, load_settings
 from streams.jetstream import corpus
 from streams.jetstream.ingest import Ingest, run_ingest
 from streams.jetstream.server import JetstreamServer
-from streams.kafka import ensure_topics, new_reader
+from streams.kafka import end_offsets, ensure_topics
 
 __all__ = ["main"]
 
@@ -49,19 +49,7 @@ def _state_dir(settings: Settings) -> Path:
 
 
 async def _end_offsets(settings: Settings, topic: Topic) -> int:
-    from aiokafka import TopicPartition
-
-    reader = new_reader(settings)
-    await reader.start()
-    try:
-        name = settings.topic(topic)
-        tps = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or ())]
-        if not tps:
-            await reader._client.force_metadata_update()  # noqa: SLF001
-            tps = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or ())]
-        return sum((await reader.end_offsets(tps)).values()) if tps else 0
-    finally:
-        await reader.stop()
+    return sum((await end_offsets(settings, settings.topic(topic))).values())
 
 
 async def _projected(settings: Settings) -> int:

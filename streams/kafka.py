@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.config import Settings, Topic
 
-__all__ = ["PRODUCT_TOPICS", "ensure_topics", "new_producer", "new_reader", "topic_partitions"]
+__all__ = ["PRODUCT_TOPICS", "end_offsets", "ensure_topics", "new_producer", "new_reader", "partition_count",
+           "topic_partitions"]
 
 PRODUCT_TOPICS: tuple[Topic, ...] = tuple(Topic)
 
@@ -52,9 +53,26 @@ def new_reader(settings: Settings, *topics: str, **overrides: object) -> AIOKafk
     return AIOKafkaConsumer(*topics, **options)
 
 
-def topic_partitions(settings: Settings, topic: Topic) -> int:
-    """Partitions of each product topic: the operational topic is small and ordered."""
+def partition_count(settings: Settings, topic: Topic) -> int:
+    """Partitions of each product topic when created: the operational topic is small and ordered."""
     return 1 if topic is Topic.JETSTREAM_OPS else settings.bge_topic_partitions
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of an existing ``topic`` (fresh metadata; never creates the topic)."""
+    cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - the one metadata call that creates nothing
+    return sorted(cluster.partitions_for_topic(topic) or ())
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    """The end offset of every partition of ``topic`` (a full name): what has been written so far."""
+    reader = new_reader(settings)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(reader, topic)]
+        return dict(await reader.end_offsets(tps)) if tps else {}
+    finally:
+        await reader.stop()
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[Topic] = PRODUCT_TOPICS) -> list[str]:
@@ -70,7 +88,7 @@ async def ensure_topics(settings: Settings, topics: Iterable[Topic] = PRODUCT_TO
                 continue
             try:
                 await admin.create_topics(
-                    [NewTopic(name, num_partitions=topic_partitions(settings, topic), replication_factor=1)]
+                    [NewTopic(name, num_partitions=partition_count(settings, topic), replication_factor=1)]
                 )
                 created.append(name)
             except TopicAlreadyExistsError:

@@ -14,7 +14,7 @@ and runs ``domain.growth.popular_content`` on each engagement.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable
 from typing import Any
 
 from returns.result import Success
@@ -22,7 +22,6 @@ from returns.result import Success
 from domain.collection import Collected
 from domain.events import DomainEvent, decode, encode, partition_key
 from domain.growth import (
-    EngagementWindow,
     PopularContentConfig,
     decode_engagement_window,
     encode_state,
@@ -30,35 +29,12 @@ from domain.growth import (
     popular_content,
 )
 from streams.log import ContextLogger, get_logger
-from streams.state import ChangelogState
+from streams.state import ChangelogState, DecodedView
 from streams.telemetry import inject_headers
 
-__all__ = ["ENGAGEMENT_SCHEMAS", "Popularity", "WindowTable"]
+__all__ = ["ENGAGEMENT_SCHEMAS", "Popularity"]
 
 ENGAGEMENT_SCHEMAS = frozenset({b"LikeAdded", b"RepostAdded", b"ReplyAdded", b"QuoteAdded"})
-
-
-class WindowTable(Mapping[str, EngagementWindow]):
-    """A read-only view of a mapping of encoded :class:`EngagementWindow` values."""
-
-    def __init__(self, table: Mapping[str, bytes]) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> EngagementWindow:
-        window = self.get(key)
-        if window is None:
-            raise KeyError(key)
-        return window
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raw = self._table.get(key)
-        return default if raw is None else decode_engagement_window(raw).value_or(default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
 
 
 def _schema(headers: list[tuple[str, bytes]] | None) -> bytes | None:
@@ -98,7 +74,7 @@ class Popularity:
         match decode(value):
             case Success(event):
                 await self.windows.ensure(partition)
-                view = WindowTable(self.windows.view(partition))
+                view = DecodedView(self.windows.view(partition), decode_engagement_window)
                 changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
                 sends = [await self.windows.put(partition, uri, encode_state(window)) for uri, window in changed.items()]
                 for found in decision.value_or(()):

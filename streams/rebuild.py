@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from projections import Message, apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
 from streams.config import Settings, Topic, load_settings
-from streams.kafka import new_reader
+from streams.kafka import end_offsets, new_reader
 from streams.projector import CONSUMER
 
 __all__ = ["main", "rebuild"]
@@ -73,16 +73,9 @@ async def catch_up(settings: Settings, schema: str, targets: dict[tuple[str, int
     return applied
 
 
-async def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    reader = new_reader(settings)
-    await reader.start()
-    try:
-        name = settings.topic(Topic.GROWTH_EVENTS)
-        await reader._client.force_metadata_update()  # noqa: SLF001 - no public refresh
-        tps = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or ())]
-        return {(tp.topic, tp.partition): offset for tp, offset in (await reader.end_offsets(tps)).items()}
-    finally:
-        await reader.stop()
+async def growth_end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    ends = await end_offsets(settings, settings.topic(Topic.GROWTH_EVENTS))
+    return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
 
 async def rebuild(settings: Settings, console: Console) -> str:
@@ -96,7 +89,7 @@ async def rebuild(settings: Settings, console: Console) -> str:
     with Progress(*columns, console=Console(file=sys.stderr)) as progress:
         # replay until the fresh schema is close to the live one (the live one keeps moving)
         while True:
-            targets = await end_offsets(settings)
+            targets = await growth_end_offsets(settings)
             applied = await catch_up(settings, fresh, targets, progress)
             lag = sum(targets.values()) - sum((await stored_marks(settings, fresh)).values())
             if applied < BATCH and lag < BATCH:

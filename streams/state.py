@@ -16,8 +16,10 @@ store does one thing, in the open:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from returns.result import Result
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,7 +29,35 @@ from streams.config import Settings
 from streams.kafka import new_reader
 from streams.log import ContextLogger, get_logger
 
-__all__ = ["ChangelogState"]
+__all__ = ["ChangelogState", "DecodedView"]
+
+
+V = TypeVar("V")
+
+
+class DecodedView(Mapping[str, V], Generic[V]):
+    """A read-only mapping over encoded state values, decoding each on access (an undecodable
+    value reads as absent)."""
+
+    def __init__(self, data: Mapping[str, bytes], decode: Callable[[bytes], Result[V, Any]]) -> None:
+        self._data = data
+        self._decode = decode
+
+    def __getitem__(self, key: str) -> V:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._data.get(key)
+        return default if raw is None else self._decode(raw).value_or(default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class ChangelogState:

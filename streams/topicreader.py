@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.config import Settings
-from streams.kafka import new_reader
+from streams.kafka import new_reader, topic_partitions
 from streams.selection import AtTime, Bounds, SelectionError, end_offset, start_offset
 
 __all__ = [
@@ -61,12 +61,6 @@ async def open_reader(settings: Settings, *, group: str | None = None, **overrid
     consumer = new_reader(settings, **options)
     await consumer.start()
     return consumer
-
-
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    """The partitions of an existing ``topic`` (fresh metadata; never creates the topic)."""
-    cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - the one metadata call that creates nothing
-    return sorted(cluster.partitions_for_topic(topic) or ())
 
 
 @dataclass(frozen=True, slots=True)

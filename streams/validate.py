@@ -49,7 +49,7 @@ from projections import MigrationError, check_schema_version, connect
 from streams.checks import kafka_admin, otlp_endpoint, probe_tcp
 from streams.config import ConfigError, Settings, load_settings
 from streams.console import USAGE, UsageParser, parse_cli
-from streams.kafka import PRODUCT_TOPICS, topic_partitions
+from streams.kafka import PRODUCT_TOPICS, partition_count
 from streams.log import mask_text
 
 __all__ = ["CHECKS", "CheckReport", "Status", "main", "render", "validate"]
@@ -165,7 +165,7 @@ async def check_topics(settings: Settings) -> _Verdict:
         found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
     problems = []
     for topic in PRODUCT_TOPICS:
-        name, expected = settings.topic(topic), topic_partitions(settings, topic)
+        name, expected = settings.topic(topic), partition_count(settings, topic)
         if name not in found:
             problems.append(f"{name}: missing (expected with {_partitions(expected)}; `bge topics` creates it)")
         elif found[name] != expected:

@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from streams.config import Settings, Topic, load_settings
 from streams.jetstream.frames import BadFrame, read_facts
 from streams.jetstream.ingest import Ingest, run_ingest
-from streams.kafka import ensure_topics, new_reader
+from streams.kafka import end_offsets, ensure_topics, new_reader
 from tests.conftest import ROOT
 
 
@@ -136,12 +136,4 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
 
 async def end_offsets_total(settings: Settings, topic: Topic) -> int:
     """The number of messages ever written to a product topic (sum of end offsets): a cheap count."""
-    reader = new_reader(settings)
-    await reader.start()
-    try:
-        name = settings.topic(topic)
-        await reader._client.force_metadata_update()  # noqa: SLF001
-        tps = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or ())]
-        return sum((await reader.end_offsets(tps)).values()) if tps else 0
-    finally:
-        await reader.stop()
+    return sum((await end_offsets(settings, settings.topic(topic))).values())

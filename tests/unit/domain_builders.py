@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from domain import events as ev
 
-SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "jetstream" / "sample-2026-07-04.jsonl"
+from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 SAMPLE_LINES: list[bytes] = [line.rstrip(b"\n") for line in SAMPLE.open("rb") if line.strip()]
 
 ALICE = "did:plc:alice4vbx7k2t3nc5ydhyqwq"

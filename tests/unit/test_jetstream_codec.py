@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streams.jetstream import codec
 
-SAMPLE = Path(__file__).parents[1] / "fixtures" / "jetstream" / "sample-2026-07-04.jsonl"
+from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 SAMPLE_LINES = [line.rstrip(b"\n") for line in SAMPLE.open("rb")]
 
 

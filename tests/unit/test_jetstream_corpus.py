@@ -31,7 +31,7 @@ EMBED_TYPES = {
     "app.bsky.embed.record",
     "app.bsky.embed.recordWithMedia",
 }
-SAMPLE = Path(__file__).parents[1] / "fixtures" / "jetstream" / "sample-2026-07-04.jsonl"
+from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from streams.jetstream import codec, corpus
 from streams.jetstream.server import JetstreamServer, SubscriberOptions, parse_options_update, parse_subscribe_query
 
-SAMPLE = Path(__file__).parents[1] / "fixtures" / "jetstream" / "sample-2026-07-04.jsonl"
+from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 SAMPLE_LINES = [line.rstrip(b"\n") for line in SAMPLE.open("rb")]
 SAMPLE_EVENTS = [orjson.loads(line) for line in SAMPLE_LINES]
 GENERATED = list(corpus.generate(400, seed=11, accounts=50))  # time_us strictly increasing
