@@ -282,7 +282,7 @@ async def test_a_redriven_dead_letter_is_collected_by_the_worker_once(unique: st
         async def collected() -> int:
             return len(await read_all(settings, Topic.GROWTH_EVENTS))
 
-        await wait_until(lambda: _at_least(collected, 4), 90, "the re-driven event collected")
+        await wait_until(lambda: _at_least(collected, 4), 180, "the re-driven event collected")
         again = await run_dlq(settings, "redrive", "growth.dlq")
         assert [line["action"] for line in again.lines] == ["already_redriven"]
         await asyncio.sleep(3)  # time for a second copy to show up, if there were one
