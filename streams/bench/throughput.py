@@ -1,0 +1,488 @@
+"""Throughput: ingest, collect, project, replay, each next to its baseline from the same run.
+
+How each figure is taken (so the numbers can be read):
+
+- *ingest*: a local Jetstream server (its own process, unpaced) serves the corpus; ``bge ingest``
+  (its own process) writes it to the raw topic. The rate is the slope of the topic's end offsets,
+  polled every 0.1 s, from the first event to the last (start-up excluded). The baseline is
+  :func:`streams.bench.baselines.socket_to_kafka` in its own process against a fresh server, taken
+  the same way. Compressed (``compress=true``, zstd) and plain JSON.
+- *collect*: the corpus is put in the raw topic first. The worker (``bge worker``: the Faust app,
+  collect and project agents) runs as its own process; the rate is the slope of its consumer
+  group's committed offsets on the raw topic (Faust commits every second). The same for the Quix
+  Streams pipeline (:mod:`streams.bench.quix_pipeline`, its own process and group). Also the
+  :class:`~streams.collect.Collector` driven directly by aiokafka in the bench process (the collect
+  code without Faust), and the plain consumer (read + ``orjson.loads``), both timed inside.
+- *project*: the corpus's domain events (made by the Collector, without Kafka) applied with
+  ``projections.project_batch`` on a pool, in batches of ``PROJECTOR_BATCH_SIZE``, into a fresh
+  schema; rows/s counts the rows the batches inserted, updated or deleted. The baseline
+  ``COPY``s the same batches' planned rows into unindexed temporary tables.
+- *replay*: ``bge replay`` run in the bench process (``streams.replay.run``) over the raw topic,
+  JSON lines to ``/dev/null``, without and with a filter, next to the plain consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.bench.baselines import consume_and_decode
+from streams.bench.harness import (
+    ROOT,
+    Corner,
+    Figure,
+    KafkaCounters,
+    Options,
+    Proc,
+    RssSampler,
+    corpus_file,
+    produce_raw,
+    slope,
+)
+from streams.config import Settings, Topic
+from streams.kafka import new_producer, new_reader
+
+__all__ = ["MemoryState", "bench_collect", "bench_ingest", "bench_project", "bench_replay", "domain_messages",
+           "quix_python"]
+
+INGEST_TARGET = 30_000
+COLLECT_TARGET = 15_000
+PROJECT_TARGET = 20_000
+REPLAY_TARGET = 50_000
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().split(b"\n") if line]
+
+
+async def create_topics(settings: Settings, names: Sequence[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="bge-bench")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        for name in names:
+            if name not in existing:
+                try:
+                    await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+                except TopicAlreadyExistsError:
+                    pass
+    finally:
+        await admin.close()
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+async def _ingest_once(opts: Options, corpus: Path, n: int, compress: bool) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    mode = "zstd" if compress else "json"
+    corner = Corner(opts, f"ingest_{mode}")
+    try:
+        await corner.ensure_topics()
+        raw = corner.topic(Topic.JETSTREAM_EVENTS)
+        baseline_topic = corner.topic("bench.baseline.raw")
+        await create_topics(corner.settings, [baseline_topic], opts.partitions)
+        timeout = 60 + n / 1000
+        async with KafkaCounters(corner.settings) as kafka:
+            server = corner.server(corpus).start()
+            await server.ready()
+            ingest = corner.ingest(server.url, compress=compress).start()
+            sampler = RssSampler().start()
+            sampler.watch("ingest", lambda: ingest.pid)
+            try:
+                product = await slope(lambda: kafka.end_total(raw), n, timeout=timeout, alive=lambda: ingest.alive)
+            finally:
+                await sampler.stop()
+                ingest.stop()
+                server.stop()
+            opts.log(f"ingest ({mode}): {product['rate']:,.0f} events/s")
+
+            server = corner.server(corpus).start()
+            await server.ready()
+            argv = [sys.executable, "-m", "streams.bench.baselines", "ingest", "--url", server.url,
+                    "--topic", baseline_topic, "--count", str(n)] + (["--compress"] if compress else [])
+            base_proc = Proc("baseline-ingest", argv, corner.env(), corner.folder / "baseline-ingest.log").start()
+            corner.procs.append(base_proc)
+            try:
+                baseline = await slope(lambda: kafka.end_total(baseline_topic), n, timeout=timeout,
+                                       alive=lambda: base_proc.alive or base_proc.returncode == 0)
+            finally:
+                base_proc.stop()
+                server.stop()
+            opts.log(f"ingest baseline ({mode}): {baseline['rate']:,.0f} events/s")
+        return product, baseline, sampler.peak_mb("ingest")
+    finally:
+        await corner.cleanup()
+
+
+async def bench_ingest(opts: Options, n: int) -> list[Figure]:
+    corpus = corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 100))
+    figures: list[Figure] = []
+    for compress in (True, False):
+        mode = "zstd" if compress else "json"
+        product, baseline, rss = await _ingest_once(opts, corpus, n, compress)
+        base_label = f"baseline: websocket → aiokafka ({mode})"
+        ratio = product["rate"] / baseline["rate"] if baseline["rate"] else None
+        met = product["rate"] >= INGEST_TARGET and ratio is not None and ratio >= 0.8
+        figures.append(Figure("ingest", base_label, baseline["rate"], "events/s", role="baseline",
+                              extra={"seconds": baseline["seconds"]}))
+        figures.append(Figure(
+            "ingest", f"bge ingest ({mode})", product["rate"], "events/s", baseline=base_label,
+            target=">= 30,000 events/s and >= 80% of baseline", met=met,
+            notes=f"{ratio:.0%} of baseline; peak RSS {rss or 0:.0f} MB" if ratio else "",
+            extra={"seconds": product["seconds"], "ratio": ratio, "peak_rss_mb": rss},
+        ))
+    return figures
+
+
+# --- collect ------------------------------------------------------------------------------
+
+
+class _SendTo:
+    """What the Collector needs of a Faust topic: ``send(key, value, headers)`` → an ack."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        return await self.producer.send(self.topic, value=value, key=key, headers=headers)
+
+
+class MemoryState:
+    """The interface of :class:`streams.state.ChangelogState` held in memory, without a changelog
+    (``ensure``, ``view``, ``put``, ``forget``): for running the Collector without Kafka."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, dict[str, bytes]] = {}
+        self._done: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(data) for data in self._partitions.values())
+
+    async def ensure(self, partition: int) -> None:
+        self._partitions.setdefault(partition, {})
+
+    def view(self, partition: int) -> dict[str, bytes]:
+        return self._partitions[partition]
+
+    def forget(self, partitions: Any) -> None:
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    async def put(self, partition: int, key: str, value: bytes | None) -> Any:
+        data = self._partitions[partition]
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            self._done.set_result(None)
+        return self._done
+
+
+class _Capture:
+    """A topic that keeps what is sent (for domain events without Kafka)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+        self._done: asyncio.Future[None] | None = None
+
+    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        self.sent.append((key, value))
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            self._done.set_result(None)
+        return self._done
+
+
+async def collector_direct(settings: Settings, raw: str, out: str, dlq: str, n: int, batch_size: int) -> dict[str, Any]:
+    """The collect code (:class:`~streams.collect.Collector`) fed by a plain aiokafka consumer and
+    sending with an aiokafka producer configured like the worker's (lz4, linger 5 ms, acks all);
+    batches of ``COLLECT_BATCH_SIZE`` wait for their acks, as the agent does. No Faust; the
+    account memory is held in memory (:class:`MemoryState`, no changelog)."""
+    from domain.growth import StrategyConfig
+    from streams.collect import Collector
+
+    producer = new_producer(settings, linger_ms=5, enable_idempotence=False, max_batch_size=1_048_576)
+    await producer.start()
+    reader = new_reader(settings, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+                        client_id="bge-bench-collector")
+    await reader.start()
+    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=_SendTo(producer, out),
+                          dlq_topic=_SendTo(producer, dlq))
+    try:
+        from aiokafka import TopicPartition
+
+        cluster = await reader._client.fetch_all_metadata()  # noqa: SLF001
+        tps = [TopicPartition(raw, p) for p in sorted(cluster.partitions_for_topic(raw) or ())]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        started = time.perf_counter()
+        done = 0
+        while done < n:
+            for tp, messages in (await reader.getmany(timeout_ms=500, max_records=batch_size)).items():
+                acks: list[Any] = []
+                for m in messages:
+                    acks += await collector.handle(m.topic, m.partition, m.offset, m.value, list(m.headers or ()))
+                await asyncio.gather(*acks)
+                done += len(messages)
+        elapsed = time.perf_counter() - started
+    finally:
+        await reader.stop()
+        await producer.stop()
+    return {"events": done, "seconds": elapsed, "rate": done / elapsed, "domain_events": collector.stats.domain_events}
+
+
+def quix_python() -> str | None:
+    """The interpreter of the Quix Streams baseline: ``BGE_BENCH_QUIX_PYTHON``, or the venv
+    ``infra/bench/quix-venv`` makes; None when neither exists."""
+    explicit = os.environ.get("BGE_BENCH_QUIX_PYTHON")
+    if explicit:
+        return explicit
+    state = Path(os.environ.get("BGE_STATE_DIR") or ROOT / ".state")
+    candidate = state / "bench" / "quix-venv" / "bin" / "python"
+    return str(candidate) if candidate.exists() else None
+
+
+async def _quix_run(opts: Options, corner: Corner, kafka: KafkaCounters, raw: str, n: int, timeout: float) -> tuple[dict[str, Any] | None, float | None, str]:
+    python = quix_python()
+    if python is None:
+        return None, None, "not run: no Quix Streams venv (run infra/bench/quix-venv)"
+    out, dlq = corner.topic("bench.quix.growth.events"), corner.topic("bench.quix.growth.dlq")
+    await create_topics(corner.settings, [out, dlq], opts.partitions)
+    group = f"{corner.prefix}quix"
+    env = dict(opts.base_env)
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [python, str(ROOT / "streams" / "bench" / "quix_pipeline.py"),
+            "--bootstrap", ",".join(corner.settings.kafka_bootstrap_servers), "--input", raw, "--output", out,
+            "--dlq", dlq, "--group", group, "--state-dir", str(corner.folder / "quix-state"),
+            "--partitions", str(opts.partitions)]
+    proc = Proc("quix", argv, env, corner.folder / "quix.log").start()
+    corner.procs.append(proc)
+    sampler = RssSampler().start()
+    sampler.watch("quix", lambda: proc.pid)
+    try:
+        result = await slope(lambda: kafka.committed_total(group, raw), n, timeout=timeout, interval=0.25,
+                             alive=lambda: proc.alive)
+    except (TimeoutError, RuntimeError) as error:
+        return None, None, f"failed: {error}; log: {proc.tail(5)}"
+    finally:
+        await sampler.stop()
+        proc.stop()
+    return result, sampler.peak_mb("quix"), ""
+
+
+async def bench_collect(opts: Options, n: int) -> list[Figure]:
+    corner = Corner(opts, "collect")
+    try:
+        lines = _lines(corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 100)))
+        await corner.ensure_topics()
+        await corner.migrate()
+        raw = corner.topic(Topic.JETSTREAM_EVENTS)
+        await produce_raw(corner.settings, raw, lines)
+        figures: list[Figure] = []
+        timeout = 120 + n / 300
+
+        plain = await consume_and_decode(corner.settings, raw, n)
+        plain_label = "baseline: aiokafka consumer + orjson.loads"
+        figures.append(Figure("collect", plain_label, plain["rate"], "events/s", role="baseline"))
+        opts.log(f"collect baseline (plain consumer): {plain['rate']:,.0f} events/s")
+
+        async with KafkaCounters(corner.settings) as kafka:
+            quix, quix_rss, quix_note = await _quix_run(opts, corner, kafka, raw, n, timeout)
+            quix_label = "baseline: same pipeline on Quix Streams 3.28.1"
+            figures.append(Figure("collect", quix_label, quix["rate"] if quix else None, "events/s", role="baseline",
+                                  notes=quix_note or f"peak RSS {quix_rss or 0:.0f} MB",
+                                  extra={"peak_rss_mb": quix_rss}))
+            if quix:
+                opts.log(f"collect baseline (Quix Streams): {quix['rate']:,.0f} events/s")
+
+            direct = await collector_direct(corner.settings, raw, corner.topic("bench.direct.growth.events"),
+                                            corner.topic("bench.direct.growth.dlq"), n,
+                                            corner.settings.collect_batch_size)
+            figures.append(Figure("collect", "Collector class, aiokafka, no Faust (in-process)", direct["rate"],
+                                  "events/s", baseline=plain_label,
+                                  notes=f"{direct['domain_events'] / max(direct['events'], 1):.2f} domain events per raw event",
+                                  extra=direct))
+            opts.log(f"collect (Collector without Faust): {direct['rate']:,.0f} events/s")
+
+            worker = corner.worker().start()
+            sampler = RssSampler().start()
+            sampler.watch("worker", lambda: worker.pid)
+            try:
+                result = await slope(lambda: kafka.committed_total(corner.worker_group, raw), n, timeout=timeout,
+                                     interval=0.25, alive=lambda: worker.alive)
+            finally:
+                await sampler.stop()
+                worker.stop()
+            rate = result["rate"]
+            faster = quix is not None and rate > quix["rate"]
+            figures.append(Figure(
+                "collect", "bge worker: collect agent (+ projector in the same process)", rate, "events/s",
+                baseline=quix_label, target=">= 15,000 events/s per worker and faster than Quix Streams",
+                met=rate >= COLLECT_TARGET and faster,
+                notes=(f"{rate / quix['rate']:.2f}x Quix; " if quix else "") + f"peak RSS {sampler.peak_mb('worker') or 0:.0f} MB",
+                extra={**result, "peak_rss_mb": sampler.peak_mb("worker")},
+            ))
+            opts.log(f"collect (bge worker): {rate:,.0f} events/s")
+        return figures
+    finally:
+        await corner.cleanup()
+
+
+# --- project ------------------------------------------------------------------------------
+
+
+async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int) -> list[Any]:
+    """The domain events the collect agent makes of ``lines`` (run by the Collector itself,
+    without Kafka), as projection messages on ``partitions`` partitions keyed like the worker
+    (crc32 of the key stands in for Kafka's murmur2: only the per-key order matters)."""
+    from domain.growth import StrategyConfig
+    from projections import Message
+    from streams.collect import Collector
+
+    import logging
+
+    from streams.log import LOGGER_PREFIX
+
+    logging.getLogger(f"{LOGGER_PREFIX}.collect").setLevel(logging.ERROR)  # the dead letters are expected
+    events, dlq = _Capture(), _Capture()
+    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=events, dlq_topic=dlq)
+    for offset, line in enumerate(lines):
+        await collector.handle("raw", 0, offset, line, [])
+    next_offset = [0] * partitions
+    messages = []
+    for key, value in events.sent:
+        partition = zlib.crc32(key or b"") % partitions
+        messages.append(Message(topic, partition, next_offset[partition], value))
+        next_offset[partition] += 1
+    return messages
+
+
+def _copy_rows(plan: Any) -> dict[str, list[tuple[Any, ...]]]:
+    from projections.writer import COLUMNS
+
+    tables: dict[str, list[dict[str, Any]]] = {table: list(rows) for table, rows in plan.rows.items()}
+    tables.setdefault("activity_events", []).extend(plan.activity)
+    tables.setdefault("candidates", []).extend(plan.candidates)
+    for round_ in plan.follow_rounds:
+        tables.setdefault("follows", []).extend(round_.rows)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for table, rows in tables.items():
+        if table in COLUMNS and rows:
+            names = [name for name, _ in COLUMNS[table]]
+            out[table] = [tuple(row.get(name) for name in names) for row in rows]
+    return out
+
+
+async def bench_project(opts: Options, n: int) -> list[Figure]:
+    from domain.events import decode
+    from projections import QueryStats, create_pool, project_batch
+    from projections.plan import plan_batch
+    from projections.writer import COLUMNS
+
+    corner = Corner(opts, "project")
+    try:
+        schema = await corner.migrate()
+        lines = _lines(corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 100)))
+        messages = await domain_messages(lines, topic=corner.topic(Topic.GROWTH_EVENTS), partitions=opts.partitions)
+        size = corner.settings.projector_batch_size
+        batches = [messages[i : i + size] for i in range(0, len(messages), size)]
+        settings = corner.settings
+        pool = create_pool(settings.database_url, schema, min_size=1, max_size=2,
+                           statement_timeout_ms=settings.db_statement_timeout_ms, stats=QueryStats())
+        await pool.open(wait=True)
+        rows = 0
+        by_table: dict[str, int] = {}
+        try:
+            started = time.perf_counter()
+            for batch in batches:
+                result = await project_batch(pool, "projector", batch)
+                rows += sum(result.rows.values())
+                for table, count in result.rows.items():
+                    by_table[table] = by_table.get(table, 0) + count
+            elapsed = time.perf_counter() - started
+            opts.log(f"project: {len(messages) / elapsed:,.0f} domain events/s, {rows / elapsed:,.0f} rows/s")
+
+            plans = [_copy_rows(plan_batch([decode(m.value).unwrap() for m in batch])) for batch in batches]
+            async with pool.connection() as conn:
+                for table in sorted({t for plan in plans for t in plan}):
+                    spec = ", ".join(f"{name} {kind}" for name, kind in COLUMNS[table])
+                    await conn.execute(f"CREATE TEMP TABLE copy_{table} ({spec})")
+                copied = 0
+                started = time.perf_counter()
+                for plan in plans:
+                    async with conn.transaction():
+                        cur = conn.cursor()
+                        for table, table_rows in plan.items():
+                            names = ", ".join(name for name, _ in COLUMNS[table])
+                            async with cur.copy(f"COPY copy_{table} ({names}) FROM STDIN") as copy:
+                                for row in table_rows:
+                                    await copy.write_row(row)
+                            copied += len(table_rows)
+                copy_elapsed = time.perf_counter() - started
+            opts.log(f"project baseline (COPY): {copied / copy_elapsed:,.0f} rows/s")
+        finally:
+            await pool.close()
+        copy_label = "baseline: bare COPY of the planned rows (unindexed temp tables)"
+        return [
+            Figure("project", copy_label, copied / copy_elapsed, "rows/s", role="baseline",
+                   extra={"rows": copied, "seconds": copy_elapsed}),
+            Figure("project", "projections.project_batch (pool, batches of "
+                   f"{size})", rows / elapsed, "rows/s", baseline=copy_label, target=">= 20,000 rows/s",
+                   met=rows / elapsed >= PROJECT_TARGET,
+                   notes=f"{rows / elapsed / (copied / copy_elapsed):.0%} of COPY",
+                   extra={"rows": rows, "seconds": elapsed, "by_table": by_table}),
+            Figure("project", "projections.project_batch: domain events", len(messages) / elapsed, "events/s",
+                   notes=f"{len(messages):,} domain events from {n:,} raw events in {len(batches)} batches",
+                   extra={"events": len(messages), "batches": len(batches)}),
+        ]
+    finally:
+        await corner.cleanup()
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+async def bench_replay(opts: Options, n: int) -> list[Figure]:
+    from streams import replay
+
+    corner = Corner(opts, "replay")
+    try:
+        lines = _lines(corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 100)))
+        await corner.ensure_topics()
+        raw = corner.topic(Topic.JETSTREAM_EVENTS)
+        await produce_raw(corner.settings, raw, lines)
+        plain = await consume_and_decode(corner.settings, raw, n)
+        plain_label = "baseline: aiokafka consumer + orjson.loads"
+        figures = [Figure("replay", plain_label, plain["rate"], "events/s", role="baseline")]
+        opts.log(f"replay baseline (plain consumer): {plain['rate']:,.0f} events/s")
+        for label, args in (
+            ("bge replay raw -o json > /dev/null", ["raw", "-o", "json", "-q", "--no-progress"]),
+            ("bge replay raw --collection app.bsky.feed.post -o json > /dev/null",
+             ["raw", "--collection", "app.bsky.feed.post", "-o", "json", "-q", "--no-progress"]),
+        ):
+            with open(os.devnull, "w") as devnull:
+                started = time.perf_counter()
+                code = await replay.run(args, settings=corner.settings, stdout=devnull, stderr=io.StringIO())
+                elapsed = time.perf_counter() - started
+            rate = n / elapsed
+            figures.append(Figure("replay", label, rate, "events/s", baseline=plain_label, target=">= 50,000 events/s",
+                                  met=rate >= REPLAY_TARGET and code == 0,
+                                  notes=f"{rate / plain['rate']:.0%} of the plain consumer; exit {code}",
+                                  extra={"seconds": elapsed, "exit_code": code}))
+            opts.log(f"{label}: {rate:,.0f} events/s")
+        return figures
+    finally:
+        await corner.cleanup()
