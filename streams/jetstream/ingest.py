@@ -58,6 +58,14 @@ WS_SIZE_FACTOR = 4
 can still be read and dead-lettered instead of breaking the connection."""
 
 
+def _tracing_enabled() -> bool:
+    """Whether this process's tracer makes real spans (False when no SDK is installed or
+    ``OTEL_SDK_DISABLED`` is set). Without them a span and its header injection would cost
+    per-event work for nothing: an invalid span context injects no ``traceparent``."""
+    probe = _tracer.start_span("ingest tracing probe")  # never ended: never exported
+    return probe.get_span_context().is_valid
+
+
 class DeliveryFailed(Exception):
     """Kafka did not acknowledge an event within the delivery timeout."""
 
@@ -197,6 +205,8 @@ class Ingest:
                 self._recent.add(identity, time_us)
             self.stats.cursor_us = tail.newest_time_us
         self.connected = asyncio.Event()
+        self._traced = _tracing_enabled()
+        self._reading_since: float | None = None  # loop time a frame read started; None while handling
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -314,12 +324,16 @@ class Ingest:
             self.connected.set()
             stall = settings.jetstream_stall_timeout_seconds
             first = True
+            loop = asyncio.get_running_loop()
+            stalled = asyncio.Event()
+            # Stall detection by a watchdog reading one timestamp, instead of asyncio.wait_for on
+            # every frame (a task per frame: the ingest's main overhead after Kafka's client).
+            watchdog = asyncio.create_task(self._watch_stall(ws, stall, stalled))
             try:
                 while not self._stopping.is_set():
-                    try:
-                        frame = await asyncio.wait_for(ws.recv(decode=False), timeout=stall)
-                    except TimeoutError:
-                        raise TimeoutError(f"no frame for {stall}s from {url}") from None
+                    self._reading_since = loop.time()
+                    frame = await ws.recv(decode=False)
+                    self._reading_since = None
                     arrived_us = int(time.time() * 1e6)
                     facts = await self._handle(frame, url, arrived_us)
                     if facts is None:
@@ -331,11 +345,30 @@ class Ingest:
             except ConnectionClosed:
                 if self._stopping.is_set():
                     return received
+                if stalled.is_set():
+                    raise TimeoutError(f"no frame for {stall}s from {url}") from None
                 if received == 0:
                     raise
             finally:
+                self._reading_since = None
+                watchdog.cancel()
                 self._connection = None
         return received
+
+    async def _watch_stall(self, ws: ClientConnection, stall: float, stalled: asyncio.Event) -> None:
+        """Abort the connection when a read has waited longer than ``stall`` seconds (time spent
+        handling a frame, e.g. waiting for Kafka, does not count); the session then raises
+        ``TimeoutError``."""
+        loop = asyncio.get_running_loop()
+        period = min(1.0, stall / 4)
+        while True:
+            await asyncio.sleep(period)
+            since = self._reading_since
+            if since is not None and loop.time() - since > stall:
+                stalled.set()
+                if ws.transport is not None:
+                    ws.transport.abort()
+                return
 
     async def _handle(self, frame: bytes, url: str, arrived_us: int) -> FrameFacts | None:
         """Produce one frame's event, drop it as a duplicate, or dead-letter it."""
@@ -353,20 +386,23 @@ class Ingest:
         if not self._recent.add(facts.identity, facts.time_us):
             stats.duplicates += 1
             return facts
-        with _tracer.start_as_current_span(
-            "ingest jetstream.frame",
-            kind=SpanKind.PRODUCER,
-            attributes={"did": facts.did, "kind": facts.kind, "collection": facts.collection,
-                        "operation": facts.operation, "time_us": facts.time_us, "endpoint": url,
-                        "messaging.system": "kafka", "messaging.destination.name": self._raw_topic},
-        ):
-            headers = [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
-            if facts.collection:
-                headers.append(("collection", facts.collection.encode()))
-                headers.append(("operation", facts.operation.encode()))
-            inject_headers(headers)
-            future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(),
-                                              headers=headers)
+        headers = [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
+        if facts.collection:
+            headers.append(("collection", facts.collection.encode()))
+            headers.append(("operation", facts.operation.encode()))
+        if self._traced:
+            with _tracer.start_as_current_span(
+                "ingest jetstream.frame",
+                kind=SpanKind.PRODUCER,
+                attributes={"did": facts.did, "kind": facts.kind, "collection": facts.collection,
+                            "operation": facts.operation, "time_us": facts.time_us, "endpoint": url,
+                            "messaging.system": "kafka", "messaging.destination.name": self._raw_topic},
+            ):
+                inject_headers(headers)
+                future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(),
+                                                  headers=headers)
+        else:  # tracing off: no span to start, no context to inject
+            future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(), headers=headers)
         self._inflight.add(facts.time_us, future)
         if stats.cursor_us is None or facts.time_us > stats.cursor_us:
             stats.cursor_us = facts.time_us  # never backwards
