@@ -38,3 +38,14 @@ def jaeger_query_url() -> str:
 def unique() -> str:
     """A short unique token for names (topic prefixes, schemas, service names) of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_public_schema(database_url: str) -> None:
+    """Workers started by tests project into DB_SCHEMA (``public`` unless a test names a scratch
+    schema): migrate it once, as an operator runs ``bge migrate`` before the first worker."""
+    import asyncio
+
+    from projections import migrate
+
+    asyncio.run(migrate(database_url, "public"))
