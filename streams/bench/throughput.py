@@ -329,7 +329,7 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
             rate = result["rate"]
             faster = quix is not None and rate > quix["rate"]
             figures.append(Figure(
-                "collect", "bge worker: collect agent (+ projector in the same process)", rate, "events/s",
+                "collect", "bge worker: raw events collected (every agent in one process)", rate, "events/s",
                 baseline=quix_label, target=">= 15,000 events/s per worker and faster than Quix Streams",
                 met=rate >= COLLECT_TARGET and faster,
                 notes=(f"{rate / quix['rate']:.2f}x Quix; " if quix else "") + f"peak RSS {sampler.peak_mb('worker') or 0:.0f} MB",
