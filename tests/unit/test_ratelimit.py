@@ -256,9 +256,11 @@ def test_a_refused_client_is_allowed_exactly_at_now_plus_retry_after(limit, wind
     for _ in range(limit + burst):
         decision = limiter.check("c", now=start)
     assert not decision.allowed and decision.retry_after > 0
-    allowed_at = start + decision.retry_after
-    assert not limiter.check("c", now=allowed_at - 1e-6).allowed
-    assert limiter.check("c", now=allowed_at).allowed
+    # the limiter keeps time in whole microseconds: add in microseconds, not in float seconds
+    # (start + retry_after in floats can land a rounding step before the exact instant)
+    allowed_us = round(start * 1_000_000) + round(decision.retry_after * 1_000_000)
+    assert not limiter.check("c", now=(allowed_us - 1) / 1_000_000).allowed
+    assert limiter.check("c", now=allowed_us / 1_000_000).allowed
 
 
 def test_expired_clients_are_dropped_deterministically_without_losing_anything():
