@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,3 +257,20 @@ async def api_in_process(settings: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{settings.api_port}"
     finally:
         await app.web.stop()
+
+
+@contextlib.contextmanager
+def api_worker(label: str, tmp: Path, *, rate_limit: int) -> Iterator[Worker]:
+    """A worker serving the API on a scratch schema ``<label>_<unique>`` loaded with the growth
+    data, with ``rate_limit`` requests per client and minute; stopped and dropped afterwards."""
+    database_url = os.environ["DATABASE_URL"]
+    unique = uuid.uuid4().hex[:10]
+    schema = f"{label}_{unique}"
+    asyncio.run(load_growth_data(database_url, schema))
+    env = worker_env(unique, schema, tmp, API_RATE_LIMIT=str(rate_limit), API_RATE_WINDOW_SECONDS="60")
+    running = asyncio.run(start_worker(env, tmp / "worker.log"))
+    try:
+        yield running
+    finally:
+        running.stop()
+        asyncio.run(drop_schema(database_url, schema))

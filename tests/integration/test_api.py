@@ -7,7 +7,6 @@ does not describe."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import uuid
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from projections import latest_version
 from streams.config import load_settings
 from tests.integration.api_support import (
+    api_worker,
     AT,
     FANS,
     RISER,
@@ -35,13 +35,9 @@ from tests.integration.api_support import (
     Worker,
     api_in_process,
     client,
-    drop_schema,
     free_port,
     get,
-    load_growth_data,
     produce_raw_event,
-    start_worker,
-    worker_env,
 )
 
 RATE_LIMIT = 300
@@ -51,18 +47,8 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    database_url = os.environ["DATABASE_URL"]
-    unique = uuid.uuid4().hex[:10]
-    schema = f"api_{unique}"
-    tmp = tmp_path_factory.mktemp("api")
-    asyncio.run(load_growth_data(database_url, schema))
-    env = worker_env(unique, schema, tmp, API_RATE_LIMIT=str(RATE_LIMIT), API_RATE_WINDOW_SECONDS="60")
-    running = asyncio.run(start_worker(env, tmp / "worker.log"))
-    try:
+    with api_worker("api", tmp_path_factory.mktemp("api"), rate_limit=RATE_LIMIT) as running:
         yield running
-    finally:
-        running.stop()
-        asyncio.run(drop_schema(database_url, schema))
 
 
 @pytest.fixture

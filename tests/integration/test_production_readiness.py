@@ -10,7 +10,6 @@ import itertools
 import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,14 @@ from streams.health import HealthRegistry, HealthStatus
 from streams.ratelimit import TokenBucket
 from streams.validate import Status, validate
 from tests.integration.api_support import (
+    api_worker,
     AT,
     STAR,
     Worker,
     api_in_process,
     client,
-    drop_schema,
     free_port,
     get,
-    load_growth_data,
-    start_worker,
-    worker_env,
 )
 
 RATE_LIMIT = 20
@@ -49,18 +45,8 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    database_url = os.environ["DATABASE_URL"]
-    unique = uuid.uuid4().hex[:10]
-    schema = f"prod_{unique}"
-    tmp = tmp_path_factory.mktemp("prod")
-    asyncio.run(load_growth_data(database_url, schema))
-    env = worker_env(unique, schema, tmp, API_RATE_LIMIT=str(RATE_LIMIT), API_RATE_WINDOW_SECONDS="60")
-    running = asyncio.run(start_worker(env, tmp / "worker.log"))
-    try:
+    with api_worker("prod", tmp_path_factory.mktemp("prod"), rate_limit=RATE_LIMIT) as running:
         yield running
-    finally:
-        running.stop()
-        asyncio.run(drop_schema(database_url, schema))
 
 
 _addresses = itertools.count(1)
