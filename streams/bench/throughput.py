@@ -24,12 +24,14 @@ How each figure is taken (so the numbers can be read):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 import os
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from streams.bench.harness import (
 )
 from streams.config import Settings, Topic
 from streams.kafka import new_producer, new_reader
+from streams.log import LOGGER_PREFIX
 
 __all__ = ["MemoryState", "bench_collect", "bench_ingest", "bench_project", "bench_replay", "domain_messages",
            "quix_python"]
@@ -344,6 +347,19 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
 # --- project ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _collect_log_quieted() -> Iterator[None]:
+    """The collect logger at ERROR for the block, its own level restored afterwards (the bench
+    also runs inside other processes, such as the soak test's)."""
+    logger = logging.getLogger(f"{LOGGER_PREFIX}.collect")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int) -> list[Any]:
     """The domain events the collect agent makes of ``lines`` (run by the Collector itself,
     without Kafka), as projection messages on ``partitions`` partitions keyed like the worker
@@ -352,15 +368,11 @@ async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int
     from projections import Message
     from streams.collect import Collector
 
-    import logging
-
-    from streams.log import LOGGER_PREFIX
-
-    logging.getLogger(f"{LOGGER_PREFIX}.collect").setLevel(logging.ERROR)  # the dead letters are expected
     events, dlq = _Capture(), _Capture()
     collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=events, dlq_topic=dlq)
-    for offset, line in enumerate(lines):
-        await collector.handle("raw", 0, offset, line, [])
+    with _collect_log_quieted():  # the dead letters are expected
+        for offset, line in enumerate(lines):
+            await collector.handle("raw", 0, offset, line, [])
     next_offset = [0] * partitions
     messages = []
     for key, value in events.sent:

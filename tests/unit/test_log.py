@@ -29,14 +29,31 @@ from streams.log import (
 
 @pytest.fixture
 def output() -> Iterator[io.StringIO]:
-    """JSON logging at DEBUG into a buffer; the root logger is restored afterwards."""
+    """JSON logging at DEBUG into a buffer; the root logger is restored afterwards.
+
+    The product's ``bge.*`` loggers are returned to their defaults for the test (level unset,
+    propagating, no handler of their own): code that ran earlier in this process, such as a
+    worker configured with ``only_product=True``, may have changed them."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    product = [logging.getLogger("bge")] + [
+        logger for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("bge.") and isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.level, logger.propagate, list(logger.handlers)) for logger in product]
+    for logger in product:
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+        logger.handlers[:] = []
     stream = io.StringIO()
     configure_logging("debug", stream=stream)
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
+    for logger, logger_level, propagate, logger_handlers in saved:
+        logger.setLevel(logger_level)
+        logger.propagate = propagate
+        logger.handlers[:] = logger_handlers
 
 
 @pytest.fixture
