@@ -36,9 +36,12 @@ from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
 from streams.kafka import ensure_topics
+from streams.checks import group_lag, projector_lag
 from streams.log import configure_logging, get_logger
+from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
 from streams.popularity import Popularity
 from streams.state import ChangelogState
+from streams.projector import CONSUMER as PROJECTOR_CONSUMER
 from streams.projector import PendingMessage, Projector
 from streams.telemetry import instrument_psycopg, setup_tracing
 
@@ -55,6 +58,7 @@ class GrowthApp(faust.App):
         configure_logging("DEBUG" if self.settings.debug else self.settings.log_level, stream=sys.__stderr__,
                           only_product=True)
         setup_tracing("worker")
+        setup_metrics("worker")
         instrument_psycopg()
         await ensure_topics(self.settings)
         await super().on_first_start()
@@ -139,7 +143,10 @@ def create_app(settings: Settings) -> GrowthApp:
     batches: dict[str, AckBatcher[Any]] = {}
 
     def batcher(name: str, stream: faust.StreamT, settle: Any, size: int, seconds: float = 0.2) -> AckBatcher[Any]:
+        previous = batches.get(name)
         batches[name] = AckBatcher(stream, settle, max_events=size, max_seconds=seconds)
+        if previous is not None:  # an agent restarted (a rebalance): its counts go on
+            batches[name].acknowledged, batches[name].emitted = previous.acknowledged, previous.emitted
         return batches[name]
 
     @app.agent(raw_events, name="collect", concurrency=1)
@@ -202,8 +209,55 @@ def create_app(settings: Settings) -> GrowthApp:
     breakers = [projector.breaker]
     if settings.crawl_enabled:
         breakers.append(app.crawl.appview.breaker)
+    app.metrics = worker_metrics(app, settings, batches, collector, popularity, projector, breakers)  # type: ignore[attr-defined]
     serve_api(app, settings, breakers=breakers)
     return app
+
+
+def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBatcher[Any]], collector: Collector,
+                   popularity: Popularity, projector: Projector, breakers: list[Any]) -> PipelineMetrics:
+    """The worker's metrics (``streams.metrics``): every agent's events in and out, dead letters
+    by reason, breaker states, and consumer lag refreshed by the leader at the export interval."""
+    metrics = PipelineMetrics()
+
+    def acknowledged(name: str) -> Any:
+        return lambda: batches[name].acknowledged if name in batches else 0
+
+    def emitted(name: str) -> Any:
+        return lambda: batches[name].emitted if name in batches else 0
+
+    # out: domain events for collect and popularity (their sends also carry state changelog
+    # writes), engagement messages routed, rows written for project
+    metrics.stage("collect", events_in=acknowledged("collect"), events_out=lambda: collector.stats.domain_events,
+                  dead_letters=lambda: collector.stats.rejections)
+    metrics.stage("route-engagement", events_in=acknowledged("route-engagement"), events_out=emitted("route-engagement"))
+    metrics.stage("popularity", events_in=acknowledged("popularity"), events_out=lambda: popularity.candidates_found)
+    metrics.stage("project", events_in=acknowledged("project"), events_out=lambda: projector.stats.rows,
+                  dead_letters=lambda: {"unprojectable": projector.stats.dead_lettered})
+    if settings.crawl_enabled:
+        crawler = app.crawl.crawler  # type: ignore[attr-defined]
+        metrics.stage("crawl", events_in=lambda: crawler.stats.requests, events_out=lambda: crawler.stats.executed,
+                      dead_letters=lambda: crawler.stats.dlq_reasons)
+    for breaker in breakers:
+        metrics.breaker(breaker)
+    if not metrics_enabled():
+        return metrics
+    log = get_logger("worker.metrics")
+    group = app_id(settings)
+    grouped = [settings.topic(t) for t in (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT)]
+
+    @app.timer(export_interval_seconds(), on_leader=True, name="consumer-lag-metrics")
+    async def measure_lag() -> None:
+        """Lag is group-wide, so only the leader measures it (workers would report it twice)."""
+        try:
+            for topic in grouped:
+                metrics.set_lag(group, topic, (await group_lag(settings, topic, group))[0])
+            metrics.set_lag(PROJECTOR_CONSUMER, settings.topic(Topic.GROWTH_EVENTS),
+                            await projector_lag(settings, projector.pool, PROJECTOR_CONSUMER, timeout_s=5.0))
+        except Exception as exc:  # noqa: BLE001 - a missed measurement keeps the last one
+            log.warning("consumer lag not measured", error=repr(exc))
+
+    return metrics
 
 
 settings = load_settings()

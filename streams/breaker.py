@@ -258,6 +258,15 @@ class CircuitBreaker:
         """The current state (an OPEN breaker whose recovery time has passed reads HALF_OPEN)."""
         return self._refresh()
 
+    def peek(self) -> tuple[CircuitState, int]:
+        """The state :attr:`state` would read and the times opened, without changing anything
+        (safe to call from another thread, such as the metrics exporter's)."""
+        state = self._state
+        if (state is CircuitState.OPEN and self._next_attempt_at is not None
+                and self._clock() >= self._next_attempt_at):
+            state = CircuitState.HALF_OPEN
+        return state, self._times_opened
+
     def stats(self) -> BreakerStats:
         """A consistent snapshot of the counters and state."""
         state = self._refresh()

@@ -206,36 +206,47 @@ async def _newest_time_us(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
     return newest
 
 
+async def group_lag(settings: Settings, topic: str, group: str) -> tuple[dict[int, int], bool]:
+    """Messages of each partition of ``topic`` that consumer ``group`` has not committed, and
+    whether the group has committed anything there at all."""
+    async with kafka_reader(settings) as consumer:
+        begin, end = await _offsets(consumer, topic)
+    async with kafka_admin(settings) as admin:
+        committed = await admin.list_consumer_group_offsets(group, partitions=list(end))
+    positions = {tp.partition: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+    return _lag(begin, end, positions), bool(positions)
+
+
+async def projector_lag(settings: Settings, pool: AsyncConnectionPool, consumer_name: str,
+                        timeout_s: float) -> dict[int, int]:
+    """Messages of each ``growth.events`` partition not yet applied by projection consumer
+    ``consumer_name`` (its high-water marks live in Postgres, not in Kafka)."""
+    topic = settings.topic(Topic.GROWTH_EVENTS)
+    async with kafka_reader(settings) as consumer:
+        begin, end = await _offsets(consumer, topic)
+    async with pool.connection(timeout=timeout_s) as conn:
+        cur = await conn.execute(
+            "SELECT partition, next_offset FROM projection_offsets WHERE consumer = %s AND topic = %s",
+            (consumer_name, topic))
+        positions = {int(partition): int(offset) for partition, offset in await cur.fetchall()}
+    return _lag(begin, end, positions)
+
+
 def group_lag_check(settings: Settings, topic_name: Topic, group: str, stage: str,
                     thresholds: HealthThresholds) -> Check:
-    topic = settings.topic(topic_name)
-
     async def check() -> CheckOutcome:
-        async with kafka_reader(settings) as consumer:
-            begin, end = await _offsets(consumer, topic)
-        async with kafka_admin(settings) as admin:
-            committed = await admin.list_consumer_group_offsets(group, partitions=list(end))
-        positions = {tp.partition: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-        unread = any(end[tp] > begin[tp] for tp in end)
-        note = f"; group {group} has committed nothing yet" if unread and not positions else ""
-        return _lag_outcome(stage, _lag(begin, end, positions), thresholds, note)
+        lag, committed = await group_lag(settings, settings.topic(topic_name), group)
+        note = f"; group {group} has committed nothing yet" if any(lag.values()) and not committed else ""
+        return _lag_outcome(stage, lag, thresholds, note)
 
     return check
 
 
 def projector_lag_check(settings: Settings, pool: AsyncConnectionPool, consumer_name: str,
                         thresholds: HealthThresholds) -> Check:
-    topic = settings.topic(Topic.GROWTH_EVENTS)
-
     async def check() -> CheckOutcome:
-        async with kafka_reader(settings) as consumer:
-            begin, end = await _offsets(consumer, topic)
-        async with pool.connection(timeout=thresholds.postgres_timeout_s) as conn:
-            cur = await conn.execute(
-                "SELECT partition, next_offset FROM projection_offsets WHERE consumer = %s AND topic = %s",
-                (consumer_name, topic))
-            positions = {int(partition): int(offset) for partition, offset in await cur.fetchall()}
-        return _lag_outcome(f"projector {consumer_name!r}", _lag(begin, end, positions), thresholds)
+        lag = await projector_lag(settings, pool, consumer_name, thresholds.postgres_timeout_s)
+        return _lag_outcome(f"projector {consumer_name!r}", lag, thresholds)
 
     return check
 

@@ -68,11 +68,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Jetstream → Kafka."""
     from streams.jetstream.ingest import run_ingest
 
+    from streams.metrics import setup_metrics
     from streams.telemetry import setup_tracing
 
     settings = _settings()
     _logging(settings)
     setup_tracing("ingest")
+    setup_metrics("ingest")
     return asyncio.run(run_ingest(settings))
 
 

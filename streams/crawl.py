@@ -600,6 +600,7 @@ class CrawlStats:
     expansions: int = 0
     waits: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class Crawler:
@@ -720,6 +721,7 @@ class Crawler:
 
     async def _dead_letter(self, message: CrawlMessage, reason: str, text: str) -> None:
         self.stats.dead_lettered += 1
+        self.stats.dlq_reasons[reason] = self.stats.dlq_reasons.get(reason, 0) + 1
         self.log.warning("crawl request dead-lettered", reason=reason, error=text, offset=message.offset)
         if self.dlq_topic is None:
             return

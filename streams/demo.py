@@ -179,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     from streams.log import configure_logging
 
+    from streams.metrics import setup_metrics
     from streams.telemetry import setup_tracing
 
     configure_logging("WARNING")
     setup_tracing("ingest")
+    setup_metrics("ingest")
     return asyncio.run(run(settings, seconds=args.seconds, rate=args.rate, console=Console()))

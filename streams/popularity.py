@@ -58,6 +58,7 @@ class Popularity:
         self.engagement_topic = engagement_topic
         self.events_topic = events_topic
         self.log = logger or get_logger("popularity")
+        self.candidates_found = 0  # CandidateFound events sent (metrics read it)
 
     async def route(self, value: bytes, headers: list[tuple[str, bytes]] | None) -> list[Awaitable[Any]]:
         """Forward an engagement event to ``growth.engagement`` keyed by the post it concerns."""
@@ -78,6 +79,7 @@ class Popularity:
                 changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
                 sends = [await self.windows.put(partition, uri, encode_state(window)) for uri, window in changed.items()]
                 for found in decision.value_or(()):
+                    self.candidates_found += 1
                     self.log.info("candidate found", strategy=found.strategy, candidate=found.did,
                                   score=found.score, reasons="; ".join(found.reasons))
                     headers = inject_headers([("schema", found.schema_name.encode())])

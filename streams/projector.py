@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -25,6 +26,7 @@ from projections import BatchResult, Message, QueryStats, RetryPolicy, create_po
 from streams.breaker import BreakerConfig, CircuitBreaker
 from streams.config import Settings
 from streams.log import ContextLogger, get_logger
+from streams.metrics import projection_batch_duration
 from streams.telemetry import extract_context
 
 __all__ = ["Projector", "ProjectorStats", "PendingMessage"]
@@ -50,6 +52,7 @@ class ProjectorStats:
     applied: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    rows: int = 0
     retries: int = 0
     last_batch_ms: float = 0.0
 
@@ -100,7 +103,13 @@ class Projector:
                 links.append(Link(context))
         with _tracer.start_as_current_span("project batch", kind=SpanKind.CONSUMER, links=links[:128],
                                            attributes={"batch.size": len(batch)}) as span:
-            result = await self._apply_until_done([Message(m.topic, m.partition, m.offset, m.value) for m in batch])
+            started = time.perf_counter()
+            try:
+                result = await self._apply_until_done([Message(m.topic, m.partition, m.offset, m.value) for m in batch])
+            except Exception:
+                projection_batch_duration(time.perf_counter() - started, outcome="failed")
+                raise
+            projection_batch_duration(time.perf_counter() - started, outcome="applied")
             span.set_attributes({"applied": result.applied, "skipped": result.skipped,
                                  "dead_lettered": result.dead_lettered, "duration_ms": result.duration_s * 1000})
         self._trace_each(batch)
@@ -108,6 +117,7 @@ class Projector:
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
         self.stats.dead_lettered += result.dead_lettered
+        self.stats.rows += sum(result.rows.values())
         self.stats.last_batch_ms = result.duration_s * 1000
         return result
 

@@ -24,9 +24,24 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import streams
 
-__all__ = ["extract_context", "inject_headers", "instrument_psycopg", "setup_tracing", "shutdown_tracing", "trace_id_of"]
+__all__ = ["extract_context", "inject_headers", "instrument_psycopg", "sdk_disabled", "service_resource", "setup_tracing",
+           "shutdown_tracing", "trace_id_of"]
 
 _provider: TracerProvider | None = None
+
+
+def service_resource(role: str) -> Resource:
+    """The resource naming this process: ``OTEL_SERVICE_NAME``, else ``bge-<role>``."""
+    return Resource.create({
+        "service.name": os.environ.get("OTEL_SERVICE_NAME") or f"bge-{role}",
+        "service.version": streams.__version__,
+        "service.namespace": "bluesky-growth-engine",
+    })
+
+
+def sdk_disabled() -> bool:
+    """``OTEL_SDK_DISABLED=true``: nothing is exported (the providers still exist, as no-ops)."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
 def setup_tracing(role: str) -> TracerProvider:
@@ -37,13 +52,8 @@ def setup_tracing(role: str) -> TracerProvider:
         return _provider
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    resource = Resource.create({
-        "service.name": os.environ.get("OTEL_SERVICE_NAME") or f"bge-{role}",
-        "service.version": streams.__version__,
-        "service.namespace": "bluesky-growth-engine",
-    })
-    provider = TracerProvider(resource=resource)
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
+    provider = TracerProvider(resource=service_resource(role))
+    if not sdk_disabled():
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider

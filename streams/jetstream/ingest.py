@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from streams.breaker import BreakerConfig, CircuitBreaker, CircuitState
 from streams.config import Settings, Topic
 from streams.deadletter import dead_letter_headers
+from streams.metrics import PipelineMetrics
 from streams.jetstream.frames import BadFrame, FrameFacts, event_bytes, read_facts
 from streams.jetstream.resume import RecentIdentities, TailState
 from streams.log import ContextLogger, get_logger
@@ -206,6 +207,7 @@ class Ingest:
             self.stats.cursor_us = tail.newest_time_us
         self.connected = asyncio.Event()
         self._traced = _tracing_enabled()
+        self.metrics = ingest_metrics(self)
         self._reading_since: float | None = None  # loop time a frame read started; None while handling
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -495,6 +497,19 @@ async def run_ingest(settings: Settings, *, stop: asyncio.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await producer.stop()
+
+
+def ingest_metrics(ingest: Ingest) -> PipelineMetrics:
+    """The ingest process's metrics (``streams.metrics``): frames in, events produced, dead
+    letters by reason, each endpoint's breaker, and the age of the newest event ingested."""
+    stats = ingest.stats
+    metrics = PipelineMetrics()
+    metrics.stage("ingest", events_in=lambda: stats.events_in, events_out=lambda: stats.produced,
+                  dead_letters=lambda: stats.dlq_reasons)
+    for breaker in ingest.breakers.values():
+        metrics.breaker(breaker)
+    metrics.cursor(lambda: stats.cursor_us)
+    return metrics
 
 
 async def _stop_when(event: asyncio.Event, ingest: Ingest) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import urllib.request
 
@@ -83,3 +84,17 @@ def test_a_span_exported_over_otlp_is_found_in_jaeger(otlp_endpoint: str, jaeger
     span_names = [s["operationName"] for s in traces[0]["spans"]]
     assert span_names == ["smoke-span"]
     assert service in _jaeger_get(f"{jaeger_query_url}/api/services")["data"]
+
+
+def test_the_jaeger_configuration_of_docker_compose_is_one_the_built_jaeger_accepts() -> None:
+    # the binary infra/stack built is the same Jaeger release as the compose file's image
+    import os
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    jaeger = Path(os.environ.get("BGE_STATE_DIR") or ROOT / ".state") / "jaeger" / "bin" / "jaeger"
+    config = ROOT / "infra" / "jaeger" / "compose-config.yaml"
+    result = subprocess.run([str(jaeger), "validate", "--config", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -92,7 +92,7 @@ async def test_one_trace_follows_a_recorded_post_from_the_frame_to_its_database_
         await drop(settings, schema)
 
 
-async def test_with_jaeger_stopped_the_pipeline_runs_and_export_failures_are_logged(unique, tmp_path) -> None:
+async def test_with_jaeger_stopped_the_pipeline_runs_and_trace_and_metric_export_failures_are_logged(unique, tmp_path) -> None:
     schema = f"trace_{unique}"
     subprocess.run([str(ROOT / "infra/stack"), "down", "jaeger"], check=True)
     try:
@@ -100,8 +100,9 @@ async def test_with_jaeger_stopped_the_pipeline_runs_and_export_failures_are_log
             settings = worker_settings(unique, tmp_path, db_schema=schema).model_copy(
                 update={"jetstream_endpoint": [server.url], "api_port": free_port()})
             await scratch_schema(settings, schema)
-            ingest = start_traced(["ingest"], settings, str(tmp_path / "ingest.log"))
-            worker = start_traced(["worker", "-l", "info"], settings, str(tmp_path / "worker.log"))
+            ingest = start_traced(["ingest"], settings, str(tmp_path / "ingest.log"), OTEL_METRIC_EXPORT_INTERVAL="1000")
+            worker = start_traced(["worker", "-l", "info"], settings, str(tmp_path / "worker.log"),
+                                  OTEL_METRIC_EXPORT_INTERVAL="1000")
             try:
                 await wait_projected(settings, schema, 120)
                 await asyncio.sleep(3)  # let the exporters try and fail
@@ -111,6 +112,7 @@ async def test_with_jaeger_stopped_the_pipeline_runs_and_export_failures_are_log
                 kill(worker, subprocess.signal.SIGTERM)
         logs = (tmp_path / "ingest.log").read_text() + (tmp_path / "worker.log").read_text()
         assert "Failed to export" in logs or "StatusCode.UNAVAILABLE" in logs, logs[-2000:]
+        assert "exporting metrics" in logs or "Failed to export metrics" in logs, logs[-2000:]
         assert "Traceback" not in (tmp_path / "ingest.log").read_text()
     finally:
         subprocess.run([str(ROOT / "infra/stack"), "up", "jaeger"], check=True)
