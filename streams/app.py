@@ -35,7 +35,7 @@ from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
 from streams.config import Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
-from streams.kafka import ensure_topics
+from streams.kafka import KeyPartitioner, ensure_topics
 from streams.checks import group_lag, projector_lag
 from streams.log import configure_logging, get_logger
 from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> GrowthApp:
         producer_acks=-1,
         producer_linger_ms=5,
         producer_compression_type="lz4",
+        producer_partitioner=KeyPartitioner(),
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=16_384,

@@ -114,12 +114,19 @@ class Collector:
             self.stats.skipped += 1
             span.set_attribute("skipped", outcome.skipped)
             return []
+        recording = span.is_recording()
         for name, decision in outcome.decisions.items():
-            self._trace_decision(name, decision)
+            if recording:
+                self._trace_decision(name, decision)
+            else:
+                self._log_candidates(name, decision)
         acks = [await self.accounts.put(partition, did, encode_state(memory))
                 for did, memory in outcome.state_changes.accounts.items()]
+        # every event of this message is sent inside its span: one trace context for all of them
+        trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
+        source_id = ("source_id", source.id.encode())
         for event in outcome.all_events:
-            headers = inject_headers([("schema", event.schema_name.encode()), ("source_id", source.id.encode())])
+            headers = [("schema", event.schema_name.encode()), source_id, *trace_headers]
             acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
         emitted = len(outcome.all_events)
         self.stats.domain_events += emitted
@@ -132,18 +139,25 @@ class Collector:
         return acks
 
     def _trace_decision(self, name: str, decision: Any) -> None:
+        """One span for a strategy's decision (only under a recording span: an unsampled event's
+        strategy spans would be dropped anyway, after costing a context switch each)."""
         with _tracer.start_as_current_span(f"strategy {name}") as span:
             span.set_attribute("strategy", name)
             match decision:
                 case Success(candidates):
                     span.set_attribute("decision", "candidate")
                     span.set_attribute("candidates", len(candidates))
-                    for found in candidates:
-                        self.log.info("candidate found", strategy=name, candidate=found.did,
-                                      score=found.score, reasons="; ".join(found.reasons))
                 case Failure(declined):
                     span.set_attribute("decision", "declined")
                     span.set_attribute("reason", getattr(declined, "code", str(declined)))
+            self._log_candidates(name, decision)
+
+    def _log_candidates(self, name: str, decision: Any) -> None:
+        match decision:
+            case Success(candidates):
+                for found in candidates:
+                    self.log.info("candidate found", strategy=name, candidate=found.did,
+                                  score=found.score, reasons="; ".join(found.reasons))
 
     async def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
                            value: bytes, span: trace.Span) -> Awaitable[Any]:

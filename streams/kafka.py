@@ -6,7 +6,10 @@ tuned for throughput, consumers that never commit, and the topics with their par
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import random
+import struct
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,10 +17,56 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.config import Settings, Topic
 
-__all__ = ["PRODUCT_TOPICS", "end_offsets", "ensure_topics", "new_producer", "new_reader", "partition_count",
-           "topic_partitions"]
+__all__ = ["PRODUCT_TOPICS", "KeyPartitioner", "end_offsets", "ensure_topics", "murmur2", "new_producer",
+           "new_reader", "partition_count", "topic_partitions"]
 
 PRODUCT_TOPICS: tuple[Topic, ...] = tuple(Topic)
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as an unsigned 32-bit
+    int: the same result as ``aiokafka.partitioner.murmur2`` in a fraction of its time (the
+    4-byte words are unpacked at once instead of byte by byte)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length // 4
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _positive_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+class KeyPartitioner:
+    """Kafka's default partitioner (the Java client's: murmur2 of the key modulo the partitions;
+    a random available partition for a null key), for aiokafka and Faust producers.
+
+    aiokafka's own is pure Python byte by byte (about 40 µs a key, a third of a send); this one
+    hashes word by word and remembers the hashes of recent keys, which repeat (the same DIDs
+    and posts keep coming)."""
+
+    def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        return all_partitions[_positive_hash(key) % len(all_partitions)]
 
 
 def new_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
@@ -34,6 +83,7 @@ def new_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_request_size": 8_388_608,
         "request_timeout_ms": int(settings.ingest_delivery_timeout_seconds * 1000),
         "client_id": "bge",
+        "partitioner": KeyPartitioner(),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
