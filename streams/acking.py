@@ -40,7 +40,6 @@ class AckBatcher(Generic[T]):
         self.max_events = max_events
         self.max_seconds = max_seconds
         self.acknowledged = 0  # events acknowledged so far (metrics read it)
-        self.emitted = 0  # what the settled batches sent, when ``settle`` returns a count
 
     def add(self, event: faust.EventT, item: T) -> bool:
         """Record a processed event; True when the batch is due for a flush."""
@@ -57,9 +56,7 @@ class AckBatcher(Generic[T]):
             events, items = self._events, self._items
             self._events, self._items, self._first_at = [], [], None
             if items:
-                settled = await self._settle(items)
-                if isinstance(settled, int):
-                    self.emitted += settled
+                await self._settle(items)
             for event in events:
                 await self._stream.ack(event)
             self.acknowledged += len(events)
@@ -72,9 +69,6 @@ class AckBatcher(Generic[T]):
         return 0
 
 
-async def all_acknowledged(sends: list[list[Awaitable[Any]]]) -> int:
-    """``settle`` for agents that send: every send of every event acknowledged by Kafka;
-    returns how many messages that was."""
-    acks = [ack for acks in sends for ack in acks]
-    await asyncio.gather(*acks)
-    return len(acks)
+async def all_acknowledged(sends: list[list[Awaitable[Any]]]) -> None:
+    """``settle`` for agents that send: every send of every event acknowledged by Kafka."""
+    await asyncio.gather(*(ack for acks in sends for ack in acks))

@@ -5,8 +5,8 @@ Start a worker the Faust way, ``faust -A streams.app worker -l info`` (or ``bge 
 Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
 
     jetstream.events ──collect──► growth.events        (domain events, key = partition key)
+                            ├───► growth.engagement    (engagement events again, key = post at-uri)
                             └───► growth.dlq           (rejected raw events, reason in headers)
-    growth.events ──route-engagement──► growth.engagement (key = post at-uri)
     growth.engagement ──popularity──► growth.events      (CandidateFound of popular content)
     growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
     growth.events ──crawl-planner──► growth.crawl (partition 0) ──crawl──► AppView ──► growth.events
@@ -129,16 +129,15 @@ def create_app(settings: Settings) -> GrowthApp:
     raw_events = topic(Topic.JETSTREAM_EVENTS)
     growth_events = topic(Topic.GROWTH_EVENTS)
     growth_dlq = topic(Topic.GROWTH_DLQ)
-    accounts = ChangelogState("accounts", settings, lambda: app.producer, logger=log.child("state"))
     strategies = load_strategy_config(settings.bge_strategies_file)
-    collector = Collector(config=strategies, accounts=accounts,
-                          events_topic=growth_events, dlq_topic=growth_dlq, logger=log.child("collect"))
-    app.collector = collector  # type: ignore[attr-defined]
-
     engagement = topic(Topic.GROWTH_ENGAGEMENT)
     windows = ChangelogState("post-windows", settings, lambda: app.producer, logger=log.child("state"))
     popularity = Popularity(config=strategies.popular_content, windows=windows, engagement_topic=engagement,
                             events_topic=growth_events, logger=log.child("popularity"))
+    accounts = ChangelogState("accounts", settings, lambda: app.producer, logger=log.child("state"))
+    collector = Collector(config=strategies, accounts=accounts, events_topic=growth_events, dlq_topic=growth_dlq,
+                          route=popularity.route, logger=log.child("collect"))
+    app.collector = collector  # type: ignore[attr-defined]
     projector = Projector(settings, logger=log.child("projector"))
     app.projector = projector  # type: ignore[attr-defined]
     batches: dict[str, AckBatcher[Any]] = {}
@@ -147,7 +146,7 @@ def create_app(settings: Settings) -> GrowthApp:
         previous = batches.get(name)
         batches[name] = AckBatcher(stream, settle, max_events=size, max_seconds=seconds)
         if previous is not None:  # an agent restarted (a rebalance): its counts go on
-            batches[name].acknowledged, batches[name].emitted = previous.acknowledged, previous.emitted
+            batches[name].acknowledged = previous.acknowledged
         return batches[name]
 
     @app.agent(raw_events, name="collect", concurrency=1)
@@ -158,14 +157,6 @@ def create_app(settings: Settings) -> GrowthApp:
             sends = await collector.handle(message.topic, message.partition, message.offset,
                                            message.value, list(message.headers or ()))
             if batch.add(event, sends):
-                await batch.flush()
-
-    @app.agent(growth_events, name="route-engagement", concurrency=1)
-    async def route_engagement(stream: faust.StreamT) -> None:
-        batch = batcher("route-engagement", stream, all_acknowledged, settings.collect_batch_size)
-        async for event in stream.events():
-            message = event.message
-            if batch.add(event, await popularity.route(message.value, list(message.headers or ()))):
                 await batch.flush()
 
     @app.agent(engagement, name="popularity", concurrency=1)
@@ -224,14 +215,10 @@ def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBat
     def acknowledged(name: str) -> Any:
         return lambda: batches[name].acknowledged if name in batches else 0
 
-    def emitted(name: str) -> Any:
-        return lambda: batches[name].emitted if name in batches else 0
-
     # out: domain events for collect and popularity (their sends also carry state changelog
-    # writes), engagement messages routed, rows written for project
+    # writes and, for collect, the engagement repartition), rows written for project
     metrics.stage("collect", events_in=acknowledged("collect"), events_out=lambda: collector.stats.domain_events,
                   dead_letters=lambda: collector.stats.rejections)
-    metrics.stage("route-engagement", events_in=acknowledged("route-engagement"), events_out=emitted("route-engagement"))
     metrics.stage("popularity", events_in=acknowledged("popularity"), events_out=lambda: popularity.candidates_found)
     metrics.stage("project", events_in=acknowledged("project"), events_out=lambda: projector.stats.rows,
                   dead_letters=lambda: {"unprojectable": projector.stats.dead_lettered})

@@ -14,7 +14,7 @@ by the repo DID, the raw topic's key, so it is partitioned like the raw topic; i
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from returns.result import Failure, Success
 
-from domain.events import encode, partition_key
+from domain.events import DomainEvent, encode, partition_key
 from domain.growth import (
     PopularContentConfig,
     StrategyConfig,
@@ -75,13 +75,18 @@ class Collector:
         accounts: ChangelogState,
         events_topic: Any,
         dlq_topic: Any,
+        route: Callable[[DomainEvent, bytes, list[tuple[str, bytes]]], Awaitable[list[Awaitable[Any]]]] | None = None,
         logger: ContextLogger | None = None,
     ) -> None:
+        """``route(event, value, headers)``, when given, also sends each domain event where a
+        later stage needs it keyed differently (the popularity stage's repartition) and returns
+        the acknowledgements."""
         # popular content needs engagement keyed by post, not by actor: it runs after a repartition
         self.config = config.model_copy(update={"popular_content": PopularContentConfig(enabled=False)})
         self.accounts = accounts
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
+        self.route = route
         self.log = logger or get_logger("collect")
         self.stats = CollectStats()
 
@@ -127,7 +132,10 @@ class Collector:
         source_id = ("source_id", source.id.encode())
         for event in outcome.all_events:
             headers = [("schema", event.schema_name.encode()), source_id, *trace_headers]
-            acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
+            value = encode(event)
+            acks.append(await self.events_topic.send(key=partition_key(event), value=value, headers=headers))
+            if self.route is not None:
+                acks += await self.route(event, value, headers)
         emitted = len(outcome.all_events)
         self.stats.domain_events += emitted
         self.stats.candidates += len(outcome.candidates)

@@ -15,7 +15,7 @@ is recorded as it happens (a histogram, one record per batch).
 | instrument | kind | attributes |
 | --- | --- | --- |
 | ``bge.events.in`` | counter | ``stage``: messages a stage took in (frames for ingest) |
-| ``bge.events.out`` | counter | ``stage``: what a stage emitted: domain events (collect, popularity), engagement messages routed, rows written (project), events produced (ingest), requests executed (crawl) |
+| ``bge.events.out`` | counter | ``stage``: what a stage emitted: domain events (collect, popularity), rows written (project), events produced (ingest), requests executed (crawl) |
 | ``bge.dead_letters`` | counter | ``stage``, ``reason`` |
 | ``bge.consumer.lag`` | gauge | ``consumer`` (the worker's group, or ``projector``), ``topic``, ``partition`` |
 | ``bge.ingest.cursor.age`` | gauge, s | how far the newest ingested event is behind the wall clock |
@@ -196,7 +196,7 @@ class _Instruments:
         meter.create_observable_counter("bge.events.in", [observe(PipelineMetrics._observe_in)], unit="{event}",
                                         description="Messages a stage took in (Jetstream frames for ingest)")
         meter.create_observable_counter("bge.events.out", [observe(PipelineMetrics._observe_out)], unit="{event}",
-                                        description="What a stage emitted: domain events, routed messages, rows written (project)")
+                                        description="What a stage emitted: domain events, events produced (ingest), rows written (project)")
         meter.create_observable_counter("bge.dead_letters", [observe(PipelineMetrics._observe_dead)], unit="{event}",
                                         description="Messages dead-lettered, by stage and reason")
         meter.create_observable_gauge("bge.consumer.lag", [observe(PipelineMetrics._observe_lag)], unit="{event}",

@@ -2,9 +2,11 @@
 
 Domain events are keyed by the acting account, so the likes of one post are spread over every
 partition. Counting them per partition would undercount by the number of partitions, so the
-engagement is re-keyed first (a repartition, as in Kafka Streams)::
+engagement is re-keyed first (a repartition, as in Kafka Streams): the collect agent sends each
+engagement event it emits to ``growth.events`` and, through :meth:`Popularity.route`, to
+``growth.engagement`` too::
 
-    growth.events ──route-engagement──► growth.engagement (key = post at-uri)
+    collect ──► growth.engagement (key = post at-uri)
     growth.engagement ──popularity──► growth.events (CandidateFound, key = the post's author)
 
 The ``popularity`` agent keeps one :class:`domain.growth.EngagementWindow` per post, keyed by the
@@ -34,14 +36,7 @@ from streams.telemetry import inject_headers
 
 __all__ = ["ENGAGEMENT_SCHEMAS", "Popularity"]
 
-ENGAGEMENT_SCHEMAS = frozenset({b"LikeAdded", b"RepostAdded", b"ReplyAdded", b"QuoteAdded"})
-
-
-def _schema(headers: list[tuple[str, bytes]] | None) -> bytes | None:
-    for key, value in headers or ():
-        if key == "schema":
-            return value
-    return None
+ENGAGEMENT_SCHEMAS = frozenset({"LikeAdded", "RepostAdded", "ReplyAdded", "QuoteAdded"})
 
 
 def _collected(event: DomainEvent) -> Collected:
@@ -59,16 +54,17 @@ class Popularity:
         self.events_topic = events_topic
         self.log = logger or get_logger("popularity")
         self.candidates_found = 0  # CandidateFound events sent (metrics read it)
+        self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
-    async def route(self, value: bytes, headers: list[tuple[str, bytes]] | None) -> list[Awaitable[Any]]:
-        """Forward an engagement event to ``growth.engagement`` keyed by the post it concerns."""
-        if not self.config.enabled or _schema(headers) not in ENGAGEMENT_SCHEMAS:
+    async def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]]) -> list[Awaitable[Any]]:
+        """Send an engagement ``event`` (encoded as ``value``) to ``growth.engagement`` keyed by
+        the post it concerns; other events are not sent. Returns the acknowledgements."""
+        if not self.config.enabled or event.schema_name not in ENGAGEMENT_SCHEMAS:
             return []
-        match decode(value):
-            case Success(event):
-                return [await self.engagement_topic.send(key=e.post_uri.encode(), value=value, headers=headers)
-                        for e in engagements_of(_collected(event))]
-        return []
+        sends = [await self.engagement_topic.send(key=e.post_uri.encode(), value=value, headers=headers)
+                 for e in engagements_of(_collected(event))]
+        self.routed += len(sends)
+        return sends
 
     async def observe(self, partition: int, value: bytes) -> list[Awaitable[Any]]:
         """Count one engagement in its post's window; send the candidates it makes."""
