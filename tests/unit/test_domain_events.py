@@ -154,3 +154,27 @@ def test_decode_rejects_wrong_field_types() -> None:
 def test_decoding_never_raises(raw: bytes) -> None:
     result = ev.decode(raw)
     assert is_successful(result) or result.failure().code in RejectionCode
+
+
+def test_events_in_any_json_layout_decode_like_the_canonical_bytes() -> None:
+    # encode's bytes take a fast path (type read from the prefix, JSON validated in one pass);
+    # other layouts of the same JSON take the general one: both must give the same event
+    for event in EVENTS:
+        data = orjson.loads(ev.encode(event))
+        reordered = {key: data[key] for key in reversed(list(data))}  # schema and version last
+        for raw in (orjson.dumps(reordered), orjson.dumps(reordered, option=orjson.OPT_INDENT_2)):
+            assert ev.decode(raw).unwrap() == event == ev.decode(ev.encode(event)).unwrap()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"schema":"LikeAdded","version":1,"id":"x"}', RejectionCode.INVALID_DOMAIN_EVENT),
+        (b'{"schema":"LikeAdded","version":1,"id":', RejectionCode.INVALID_JSON),
+        (b'{"schema":"LikeAdded","version":7,"id":"x"}', RejectionCode.UNKNOWN_SCHEMA),
+    ],
+)
+def test_canonical_looking_bytes_that_are_not_valid_are_rejected_with_the_general_reason(
+        raw: bytes, code: RejectionCode) -> None:
+    result = ev.decode(raw)
+    assert isinstance(result, Failure) and result.failure().code is code
