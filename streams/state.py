@@ -65,8 +65,8 @@ class ChangelogState:
 
     def __init__(self, name: str, settings: Settings, producer: Callable[[], Any], *,
                  logger: ContextLogger | None = None) -> None:
-        """``producer()`` returns the producer to send changelog records with (Faust's, whose
-        ``send`` returns the acknowledgement), looked up when first needed."""
+        """``producer()`` returns the started aiokafka producer to send changelog records with
+        (its ``send`` returns the acknowledgement), looked up when first needed."""
         self.name = name
         self.settings = settings
         self.topic = settings.topic(f"state.{name}")
@@ -99,8 +99,7 @@ class ChangelogState:
             data.pop(key, None)
         else:
             data[key] = value
-        return await self._producer().send(self.topic, key=key.encode(), value=value, partition=partition,
-                                        timestamp=None, headers=None)
+        return await self._producer().send(self.topic, value=value, key=key.encode(), partition=partition)
 
     async def _create_topic(self) -> None:
         if self._topic_ready:
