@@ -56,8 +56,8 @@ from projections import QueryStats, create_pool, queries
 from streams import api_contract as c
 from streams.api_contract import ApiError, ErrorCode, Operation, Param
 from streams.breaker import CircuitBreaker
-from streams.checks import build_registry
-from streams.config import Settings
+from streams.checks import PROJECTOR, build_registry
+from streams.config import Settings, Topic
 from streams.health import HealthRegistry, HealthReport, HealthStatus
 from streams.log import ContextLogger, correlation, get_logger
 from streams.ratelimit import InboundRateLimiter
@@ -442,11 +442,12 @@ def register_api(app: faust.App, settings: Settings, *, pool: AsyncConnectionPoo
 
 
 def serve_api(app: faust.App, settings: Settings, *, schema: str | None = None,
-              breakers: Iterable[CircuitBreaker] = ()) -> Api:
+              breakers: Iterable[CircuitBreaker] = (),
+              consumed: Iterable[Topic] = (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS), projects: bool = True) -> Api:
     """The whole wiring in one call: the API pool on ``schema`` (default ``DB_SCHEMA``, see
     :func:`create_api_pool`) with its query statistics, every health check
     (:func:`streams.checks.build_registry`, the ``breakers`` included, lag measured for
-    ``app``'s consumer group), the inbound limiter (``API_RATE_LIMIT`` per
+    ``app``'s consumer group on the ``consumed`` topics, and the projector's when it ``projects``), the inbound limiter (``API_RATE_LIMIT`` per
     ``API_RATE_WINDOW_SECONDS``), then :func:`register_api`. An app that already serves the
     API keeps it: the call returns that :class:`Api`."""
     existing = getattr(app, "api", None)
@@ -454,6 +455,7 @@ def serve_api(app: faust.App, settings: Settings, *, schema: str | None = None,
         return existing
     stats = QueryStats()
     pool = create_api_pool(settings, schema=schema, stats=stats)
-    registry = build_registry(settings, pool=pool, breakers=breakers, consumer_group=app.conf.id)
+    registry = build_registry(settings, pool=pool, breakers=breakers, consumer_group=app.conf.id, consumed=consumed,
+                              projector_consumer=PROJECTOR if projects else None)
     limiter = InboundRateLimiter(settings.api_rate_limit, settings.api_rate_window_seconds)
     return register_api(app, settings, pool=pool, registry=registry, limiter=limiter, stats=stats)

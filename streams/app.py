@@ -33,7 +33,7 @@ import faust
 from streams.api import serve_api
 from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
-from streams.config import Settings, Topic, load_settings
+from streams.config import WORKER_AGENTS, Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
 from streams.kafka import KeyPartitioner, Sender, ensure_topics
 from streams.checks import group_lag, projector_lag
@@ -66,7 +66,8 @@ class GrowthApp(faust.App):
         await super().on_first_start()
 
     async def on_started(self) -> None:
-        await self.projector.start()
+        if "project" in self.settings.worker_agents:
+            await self.projector.start()
         await super().on_started()
 
     async def on_stop(self) -> None:
@@ -88,9 +89,17 @@ def _broker_credentials(settings: Settings) -> Any:
 
 
 def app_id(settings: Settings) -> str:
-    """The Faust app id, which is also the consumer group: distinct per topic prefix."""
+    """The Faust app id, which is also the consumer group: distinct per topic prefix, and per
+    set of agents when a worker runs only some of them (``WORKER_AGENTS``): each stage's
+    workers are then a group of their own, given every partition of that stage's input."""
     prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", settings.bge_topic_prefix).strip("-")
-    return f"{prefix}-bge" if prefix else "bge"
+    roles = "" if len(settings.worker_agents) == len(WORKER_AGENTS) else "-" + "-".join(settings.worker_agents)
+    return f"{prefix}-bge{roles}" if prefix else f"bge{roles}"
+
+
+# the topic each agent consumes
+AGENT_INPUTS: dict[str, Topic] = {"collect": Topic.JETSTREAM_EVENTS, "popularity": Topic.GROWTH_ENGAGEMENT,
+                                  "project": Topic.GROWTH_EVENTS}
 
 
 def create_app(settings: Settings) -> GrowthApp:
@@ -159,33 +168,37 @@ def create_app(settings: Settings) -> GrowthApp:
             batches[name].acknowledged = previous.acknowledged
         return batches[name]
 
-    @app.agent(raw_events, name="collect", concurrency=1)
-    async def collect(stream: faust.StreamT) -> None:
-        batch = batcher("collect", stream, all_acknowledged, settings.collect_batch_size)
-        async for event in stream.events():
-            message = event.message
-            sends = await collector.handle(message.topic, message.partition, message.offset,
-                                           message.value, list(message.headers or ()))
-            if batch.add(event, sends):
-                await batch.flush()
+    runs = set(settings.worker_agents)
+    if "collect" in runs:
+        @app.agent(raw_events, name="collect", concurrency=1)
+        async def collect(stream: faust.StreamT) -> None:
+            batch = batcher("collect", stream, all_acknowledged, settings.collect_batch_size)
+            async for event in stream.events():
+                message = event.message
+                sends = await collector.handle(message.topic, message.partition, message.offset,
+                                               message.value, list(message.headers or ()))
+                if batch.add(event, sends):
+                    await batch.flush()
 
-    @app.agent(engagement, name="popularity", concurrency=1)
-    async def popular(stream: faust.StreamT) -> None:
-        batch = batcher("popularity", stream, all_acknowledged, settings.collect_batch_size)
-        async for event in stream.events():
-            message = event.message
-            if batch.add(event, await popularity.observe(message.partition, message.value)):
-                await batch.flush()
+    if "popularity" in runs:
+        @app.agent(engagement, name="popularity", concurrency=1)
+        async def popular(stream: faust.StreamT) -> None:
+            batch = batcher("popularity", stream, all_acknowledged, settings.collect_batch_size)
+            async for event in stream.events():
+                message = event.message
+                if batch.add(event, await popularity.observe(message.partition, message.value)):
+                    await batch.flush()
 
-    @app.agent(growth_events, name="project", concurrency=1)
-    async def project(stream: faust.StreamT) -> None:
-        batch = batcher("project", stream, projector.apply, settings.projector_batch_size,
-                        settings.projector_batch_seconds)
-        async for event in stream.events():
-            message = event.message
-            if batch.add(event, PendingMessage(message.topic, message.partition, message.offset,
-                                               message.value, tuple(message.headers or ()))):
-                await batch.flush()
+    if "project" in runs:
+        @app.agent(growth_events, name="project", concurrency=1)
+        async def project(stream: faust.StreamT) -> None:
+            batch = batcher("project", stream, projector.apply, settings.projector_batch_size,
+                            settings.projector_batch_seconds)
+            async for event in stream.events():
+                message = event.message
+                if batch.add(event, PendingMessage(message.topic, message.partition, message.offset,
+                                                   message.value, tuple(message.headers or ()))):
+                    await batch.flush()
 
     @app.on_partitions_revoked.connect
     async def forget_state(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
@@ -212,7 +225,8 @@ def create_app(settings: Settings) -> GrowthApp:
     if settings.crawl_enabled:
         breakers.append(app.crawl.appview.breaker)
     app.metrics = worker_metrics(app, settings, batches, collector, popularity, projector, breakers)  # type: ignore[attr-defined]
-    serve_api(app, settings, breakers=breakers)
+    serve_api(app, settings, breakers=breakers, consumed=[AGENT_INPUTS[agent] for agent in settings.worker_agents],
+              projects="project" in runs)
     return app
 
 
@@ -227,11 +241,16 @@ def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBat
 
     # out: domain events for collect and popularity (their sends also carry state changelog
     # writes and, for collect, the engagement repartition), rows written for project
-    metrics.stage("collect", events_in=acknowledged("collect"), events_out=lambda: collector.stats.domain_events,
-                  dead_letters=lambda: collector.stats.rejections)
-    metrics.stage("popularity", events_in=acknowledged("popularity"), events_out=lambda: popularity.candidates_found)
-    metrics.stage("project", events_in=acknowledged("project"), events_out=lambda: projector.stats.rows,
-                  dead_letters=lambda: {"unprojectable": projector.stats.dead_lettered})
+    runs = set(settings.worker_agents)
+    if "collect" in runs:
+        metrics.stage("collect", events_in=acknowledged("collect"), events_out=lambda: collector.stats.domain_events,
+                      dead_letters=lambda: collector.stats.rejections)
+    if "popularity" in runs:
+        metrics.stage("popularity", events_in=acknowledged("popularity"),
+                      events_out=lambda: popularity.candidates_found)
+    if "project" in runs:
+        metrics.stage("project", events_in=acknowledged("project"), events_out=lambda: projector.stats.rows,
+                      dead_letters=lambda: {"unprojectable": projector.stats.dead_lettered})
     if settings.crawl_enabled:
         crawler = app.crawl.crawler  # type: ignore[attr-defined]
         metrics.stage("crawl", events_in=lambda: crawler.stats.requests, events_out=lambda: crawler.stats.executed,
@@ -242,7 +261,7 @@ def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBat
         return metrics
     log = get_logger("worker.metrics")
     group = app_id(settings)
-    grouped = [settings.topic(t) for t in (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT)]
+    grouped = [settings.topic(AGENT_INPUTS[agent]) for agent in settings.worker_agents]
 
     @app.timer(export_interval_seconds(), on_leader=True, name="consumer-lag-metrics")
     async def measure_lag() -> None:
@@ -250,8 +269,9 @@ def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBat
         try:
             for topic in grouped:
                 metrics.set_lag(group, topic, (await group_lag(settings, topic, group))[0])
-            metrics.set_lag(PROJECTOR_CONSUMER, settings.topic(Topic.GROWTH_EVENTS),
-                            await projector_lag(settings, projector.pool, PROJECTOR_CONSUMER, timeout_s=5.0))
+            if "project" in runs:
+                metrics.set_lag(PROJECTOR_CONSUMER, settings.topic(Topic.GROWTH_EVENTS),
+                                await projector_lag(settings, projector.pool, PROJECTOR_CONSUMER, timeout_s=5.0))
         except Exception as exc:  # noqa: BLE001 - a missed measurement keeps the last one
             log.warning("consumer lag not measured", error=repr(exc))
 

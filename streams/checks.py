@@ -45,6 +45,10 @@ from streams.kafka import PRODUCT_TOPICS, new_reader
 from streams.log import get_logger, mask_text
 from streams.projector import CONSUMER as PROJECTOR
 
+# the names the lag checks have in /health (``lag.<name>``)
+LAG_CHECK_NAMES = {Topic.JETSTREAM_EVENTS: "collect", Topic.GROWTH_EVENTS: "growth-events",
+                   Topic.GROWTH_ENGAGEMENT: "popularity"}
+
 __all__ = [
     "HealthThresholds",
     "OtlpEndpoint",
@@ -394,7 +398,8 @@ def build_registry(
     pool: AsyncConnectionPool,
     breakers: Iterable[CircuitBreaker] = (),
     consumer_group: str,
-    projector_consumer: str = PROJECTOR,
+    consumed: Iterable[Topic] = (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS),
+    projector_consumer: str | None = PROJECTOR,
     thresholds: HealthThresholds | None = None,
     wall: Callable[[], float] = time.time,
     timeout: float = 5.0,
@@ -402,18 +407,21 @@ def build_registry(
     """Every check above in one registry, each under ``timeout`` seconds.
 
     ``pool`` is the worker's (opened elsewhere); ``consumer_group`` the worker's Kafka group
-    (the Faust app id, ``app.conf.id``); ``projector_consumer`` the name the projector stores
-    its offsets under; ``wall`` gives unix seconds (injectable for tests).
+    (the Faust app id, ``app.conf.id``) and ``consumed`` the topics it consumes, whose lag is
+    checked; ``projector_consumer`` the name the projector stores its offsets under (None: this
+    worker does not project); ``wall`` gives unix seconds (injectable for tests).
     """
     thresholds = thresholds or HealthThresholds()
     registry = HealthRegistry(default_timeout=timeout, logger=get_logger("health"))
     registry.register("kafka", kafka_check(settings))
     registry.register("postgres", postgres_check(pool, thresholds))
     registry.register("jetstream", freshness_check(settings, thresholds, wall))
-    for name, topic in (("lag.collect", Topic.JETSTREAM_EVENTS), ("lag.growth-events", Topic.GROWTH_EVENTS)):
+    for topic in consumed:
         stage = f"group {consumer_group} on {settings.topic(topic)}"
-        registry.register(name, group_lag_check(settings, topic, consumer_group, stage, thresholds))
-    registry.register("lag.projector", projector_lag_check(settings, pool, projector_consumer, thresholds))
+        registry.register(f"lag.{LAG_CHECK_NAMES.get(topic, topic.value)}",
+                          group_lag_check(settings, topic, consumer_group, stage, thresholds))
+    if projector_consumer is not None:
+        registry.register("lag.projector", projector_lag_check(settings, pool, projector_consumer, thresholds))
     registry.register("dead-letters", dead_letter_check(settings, thresholds, wall))
     for breaker in breakers:
         registry.register(f"breaker.{breaker.name}", breaker_check(breaker))

@@ -82,6 +82,9 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+WORKER_AGENTS: tuple[str, ...] = ("collect", "popularity", "project")
+
+
 def _split_csv(value: Any) -> Any:
     """Turn ``"a, b,,c"`` (or a JSON array string) into ``["a", "b", "c"]``."""
     if isinstance(value, str):
@@ -191,6 +194,11 @@ class Settings(BaseSettings):
     bge_strategies_file: Path | None = Field(
         None, description="JSON file with the growth strategies' configuration (domain.growth.StrategyConfig)."
     )
+    worker_agents: Csv = Field(
+        default_factory=lambda: list(WORKER_AGENTS),
+        description="The agents a worker runs (collect, popularity, project; default all). A worker running "
+                    "some of them is its own consumer group, so stages scale over processes and cores.",
+    )
     collect_batch_size: int = Field(500, ge=1, le=100_000)
     projector_batch_size: int = Field(2000, ge=1, le=100_000)
     projector_batch_seconds: float = Field(0.5, gt=0, le=60)
@@ -198,13 +206,23 @@ class Settings(BaseSettings):
     # -- field validators (each error is reported against its own variable) -------------------
 
     @field_validator("jetstream_endpoint", "jetstream_collections", "jetstream_wanted_dids",
-                     "kafka_bootstrap_servers", mode="before")
+                     "kafka_bootstrap_servers", "worker_agents", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         try:
             return _split_csv(value)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"not a comma-separated list nor a JSON array ({exc})") from None
+
+    @field_validator("worker_agents")
+    @classmethod
+    def _agents(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(WORKER_AGENTS))
+        if unknown:
+            raise ValueError(f"unknown agent(s) {', '.join(unknown)}; known: {', '.join(WORKER_AGENTS)}")
+        if not value:
+            raise ValueError(f"name at least one of {', '.join(WORKER_AGENTS)}")
+        return [agent for agent in WORKER_AGENTS if agent in value]
 
     @field_validator("jetstream_endpoint")
     @classmethod

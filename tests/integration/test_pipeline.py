@@ -10,6 +10,8 @@ import psycopg
 from psycopg import sql
 
 from projections import Message, apply_batch, connect, migrate
+from streams.app import app_id
+from streams.checks import group_lag
 from streams.config import Settings, Topic
 from streams.jetstream import corpus
 from tests.integration.ingest_support import ROOT, end_offsets_total, kill, read_all, wait_until
@@ -174,3 +176,30 @@ async def test_a_rebuild_from_replay_equals_the_live_projection_and_the_worker_c
         assert await live_dump(settings, schema) == await _reference(settings, unique)
     finally:
         await drop(settings, schema, f"{schema}_retired", f"ref_{unique}")
+
+
+async def test_stages_split_over_two_workers_make_the_same_database_as_one_worker(unique, tmp_path) -> None:
+    # WORKER_AGENTS: one process collects and counts popularity, another projects, each its own group
+    schema = f"pipe_{unique}"
+    settings = worker_settings(unique, tmp_path, db_schema=schema)
+    collecting = settings.model_copy(update={"worker_agents": ["collect", "popularity"]})
+    projecting = settings.model_copy(update={"worker_agents": ["project"]})
+    assert app_id(collecting) == f"{app_id(settings)}-collect-popularity"
+    assert app_id(projecting) == f"{app_id(settings)}-project"
+    await scratch_schema(settings, schema)
+    try:
+        await produce_raw(settings, list(corpus.generate(6000, seed=5, accounts=800)))
+        workers = [start_worker(collecting, str(tmp_path / "collect.log")),
+                   start_worker(projecting, str(tmp_path / "project.log"))]
+        try:
+            await wait_projected(settings, schema, 240)
+        finally:
+            for worker in workers:
+                kill(worker, subprocess.signal.SIGTERM)
+        raw = settings.topic(Topic.JETSTREAM_EVENTS)
+        lag, committed = await group_lag(settings, raw, app_id(collecting))
+        assert committed and not any(lag.values())  # the collecting group read all of the raw topic ...
+        assert (await group_lag(settings, raw, app_id(projecting)))[1] is False  # ... the projecting one none of it
+        assert await live_dump(settings, schema) == await _reference(settings, unique)
+    finally:
+        await drop(settings, schema, f"ref_{unique}")

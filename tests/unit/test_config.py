@@ -131,6 +131,8 @@ CA = "ca.pem"  # created in the working directory by the tests that need it
         ({"JETSTREAM_WANTED_DIDS": ",".join(f"did:plc:{i:024d}" for i in range(10_001))},
          "JETSTREAM_WANTED_DIDS", "at most 10000"),
         ({"JETSTREAM_COMPRESS": "maybe"}, "JETSTREAM_COMPRESS", "boolean"),
+        ({"WORKER_AGENTS": "collect,projector"}, "WORKER_AGENTS", "unknown agent(s) projector"),
+        ({"WORKER_AGENTS": " , "}, "WORKER_AGENTS", "at least one"),
         ({"JETSTREAM_REWIND_SECONDS": "-1"}, "JETSTREAM_REWIND_SECONDS", "greater than or equal to 0"),
         ({"JETSTREAM_STALL_TIMEOUT_SECONDS": "0"}, "JETSTREAM_STALL_TIMEOUT_SECONDS", "greater than 0"),
         ({"JETSTREAM_MAX_MESSAGE_BYTES": "12"}, "JETSTREAM_MAX_MESSAGE_BYTES", "1024"),
@@ -299,3 +301,17 @@ def test_importing_config_has_no_side_effects(tmp_path):
                                             "PATH": "/usr/bin:/bin"}, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported"
+
+
+def test_worker_agents_default_to_all_and_keep_the_pipeline_order():
+    assert load().worker_agents == ["collect", "popularity", "project"]
+    assert load(WORKER_AGENTS="project, collect,project").worker_agents == ["collect", "project"]
+
+
+def test_a_worker_running_some_agents_is_a_consumer_group_of_its_own():
+    from streams.app import app_id
+
+    assert app_id(load()) == "bge"
+    assert app_id(load(WORKER_AGENTS="project")) == "bge-project"
+    assert app_id(load(WORKER_AGENTS="popularity,collect", BGE_TOPIC_PREFIX="prod.")) == "prod-bge-collect-popularity"
+    assert app_id(load(WORKER_AGENTS="collect,popularity,project")) == "bge"
