@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="latency: fixed rates (repeatable; default 1000 and 5000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds at each rate (default 20)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics (default 4)")
+    parser.add_argument("--split-workers", action="store_true",
+                        help="latency, memory: run the worker's stages as two processes (WORKER_AGENTS "
+                             "collect,popularity and project) instead of one")
     parser.add_argument("--tracing", default="off", metavar="off|on|RATIO",
                         help="tracing in the product processes: off (default), on (every span to Jaeger), "
                              "or a sampling ratio such as 0.01")
@@ -166,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or state / "bench" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
     opts = Options(run_id=run_id, workdir=workdir, partitions=args.partitions, tracing=args.tracing, seed=args.seed,
+                   split_workers=args.split_workers,
                    keep=args.keep)
     opts.log(f"run {run_id}: {', '.join(names)} (scratch: {workdir})")
     started = time.time()

@@ -407,6 +407,7 @@ class Options:
     workdir: Path
     partitions: int = 4
     tracing: str = "off"
+    split_workers: bool = False
     seed: int = 7
     keep: bool = False
     verbose: bool = False
@@ -486,6 +487,14 @@ class Corner:
         """``bge worker`` (Faust's own log at ``loglevel``: ``info`` says when it is ready)."""
         extra.setdefault("api_port", free_port())
         return self.proc("worker", ["worker", "-l", loglevel], **extra)
+
+    def workers(self) -> dict[str, Proc]:
+        """The worker processes of a pipeline bench, by name: one ``worker``, or with
+        ``--split-workers`` ``worker`` (collect and popularity) and ``worker-project``."""
+        if not self.options.split_workers:
+            return {"worker": self.worker()}
+        project = self.proc("worker-project", ["worker", "-l", "info"], api_port=free_port(), worker_agents=["project"])
+        return {"worker": self.worker(worker_agents=["collect", "popularity"]), "worker-project": project}
 
     def server(self, corpus: Path, *, rate: float | None = None) -> JetstreamProc:
         port = free_port()

@@ -174,12 +174,15 @@ async def _latency_run(opts: Options, rate: float, seconds: float) -> dict[str, 
         await corner.migrate()
         growth = corner.topic(Topic.GROWTH_EVENTS)
         saturated = False
-        worker = corner.worker().start()
+        workers = corner.workers()
         sampler = RssSampler(0.5).start()
-        sampler.watch("worker", lambda: worker.pid)
+        for name, worker in workers.items():
+            worker.start()
+            sampler.watch(name, lambda worker=worker: worker.pid)
         watcher = OffsetsWatcher(corner, growth).start()
         try:
-            await worker_ready(worker)
+            for worker in workers.values():
+                await worker_ready(worker)
             server = corner.server(corpus, rate=rate).start()
             await server.ready()
             ingest = corner.ingest(server.url, compress=True).start()
@@ -231,7 +234,8 @@ async def _latency_run(opts: Options, rate: float, seconds: float) -> dict[str, 
             "project_p50_ms": percentile(project, 50), "project_p99_ms": percentile(project, 99),
             "unmatched_domain_events": missing, "poll_ms": POLL_S * 1000, "saturated": saturated,
             "unfinished": unfinished, "max_finite_ms": max((t for t in total if t != float("inf")), default=None),
-            "peak_rss_mb": {name: sampler.peak_mb(name) for name in ("ingest", "worker")},
+            "peak_rss_mb": {name: sampler.peak_mb(name) for name in ("ingest", *workers)},
+            "workers": list(workers),
         }
     finally:
         await corner.cleanup()
