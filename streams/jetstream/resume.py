@@ -13,6 +13,7 @@ event that could be missing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -34,7 +35,9 @@ class RecentIdentities:
     """
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._seen: dict[str, int] = {}
+        # an OrderedDict: reading and removing the oldest entry is O(1) (a dict rescans the slots
+        # already deleted from its front on every `next(iter(...))`, quadratic over a long run)
+        self._seen: OrderedDict[str, int] = OrderedDict()
         self._max = max_entries
 
     def __len__(self) -> int:
@@ -49,7 +52,7 @@ class RecentIdentities:
             return False
         self._seen[identity] = time_us
         if len(self._seen) > self._max:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)
         return True
 
     def forget(self, identity: str) -> None:
@@ -59,10 +62,10 @@ class RecentIdentities:
         """Drop identities whose ``time_us`` is before ``horizon_us`` (from the front only)."""
         seen = self._seen
         while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon_us:
+            _, time_us = next(iter(seen.items()))
+            if time_us >= horizon_us:
                 return
-            del seen[oldest]
+            seen.popitem(last=False)
 
 
 @dataclass
