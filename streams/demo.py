@@ -163,6 +163,9 @@ async def _summary(settings: Settings, console: Console, worker: subprocess.Pope
                   f"{api}/openapi.json")
     console.print(f"[bold]Traces[/bold]   {jaeger}/api/traces?service=bge-ingest&limit=5   "
                   f"(services: {jaeger}/api/services)")
+    metrics = os.environ.get("METRICS_URL")
+    if metrics:
+        console.print(f"[bold]Metrics[/bold]  {metrics}   (exported every OTEL_METRIC_EXPORT_INTERVAL ms, 60,000 by default)")
     console.print(f"[bold]Replay[/bold]   BGE_TOPIC_PREFIX={settings.bge_topic_prefix} bge replay raw --limit 5 -o table")
     console.print(f"The worker (pid {worker.pid}) keeps serving the API; `infra/stack down` stops it with the stack.")
 
