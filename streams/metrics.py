@@ -39,7 +39,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 
 import streams
 from streams.breaker import CircuitBreaker, CircuitState
-from streams.telemetry import sdk_disabled, service_resource
+from streams.telemetry import service_resource
 
 __all__ = ["BREAKER_STATE_VALUES", "PipelineMetrics", "export_interval_seconds", "metrics_enabled",
            "projection_batch_duration", "setup_metrics", "shutdown_metrics"]
@@ -54,8 +54,6 @@ _provider: MeterProvider | None = None
 
 def metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether this process exports metrics (not ``OTEL_SDK_DISABLED``, not ``OTEL_METRICS_EXPORTER=none``)."""
-    if environ is os.environ and sdk_disabled():
-        return False
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     return environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -39,6 +39,7 @@ from streams.kafka import ensure_topics, new_producer, new_reader
 
 __all__ = [
     "ROOT",
+    "BackgroundLoop",
     "Corner",
     "Figure",
     "KafkaCounters",
@@ -338,7 +339,26 @@ class Proc:
             return ""
 
 
-class RssSampler:
+class BackgroundLoop:
+    """A bench helper whose ``_run`` coroutine runs as a task from :meth:`start` until :meth:`stop`."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class RssSampler(BackgroundLoop):
     """Samples the resident set size of named processes every ``interval`` seconds; keeps the
     peak of each name (over restarts) and, optionally, the series."""
 
@@ -347,7 +367,6 @@ class RssSampler:
         self.procs: dict[str, Callable[[], int | None]] = {}
         self.peak: dict[str, int] = {}
         self.samples: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def watch(self, name: str, pid: Callable[[], int | None]) -> None:
         self.procs[name] = pid
@@ -369,15 +388,8 @@ class RssSampler:
             self.sample()
             await asyncio.sleep(self.interval)
 
-    def start(self) -> RssSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         self.sample()
 
     def peak_mb(self, name: str) -> float | None:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from streams.bench.harness import (
+    BackgroundLoop,
     Corner,
     Figure,
     KafkaCounters,
@@ -67,7 +68,7 @@ async def worker_ready(worker: Proc, timeout: float = 90.0) -> None:
         await wait_for(ready, timeout, "the worker to be ready", interval=0.5)
 
 
-class OffsetsWatcher:
+class OffsetsWatcher(BackgroundLoop):
     """Polls the projector's marks for ``topic`` and records when each one moved."""
 
     def __init__(self, corner: Corner, topic: str, interval: float = POLL_S) -> None:
@@ -76,7 +77,6 @@ class OffsetsWatcher:
         self.interval = interval
         self.moves: dict[int, list[tuple[int, float]]] = {}
         self.marks: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         from projections import connect
@@ -99,16 +99,6 @@ class OffsetsWatcher:
                 raise
             except Exception:  # noqa: BLE001 - Postgres restarting (soak): poll again
                 await asyncio.sleep(1.0)
-
-    def start(self) -> OffsetsWatcher:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def committed_at(self, partition: int, offset: int) -> float | None:
         """When the mark of ``partition`` first passed ``offset`` (None if it never did)."""

@@ -39,6 +39,7 @@ from typing import Any
 
 from domain.growth import PopularContentConfig, StrategyConfig
 from streams.bench.harness import (
+    BackgroundLoop,
     ROOT,
     Corner,
     Figure,
@@ -157,7 +158,7 @@ async def _stack(opts: Options, *args: str) -> float:
     return time.monotonic() - started
 
 
-class _Supervisor:
+class _Supervisor(BackgroundLoop):
     """Restarts product processes that exit when nobody meant them to; SIGKILLs a worker that
     makes no progress for ``stall_s`` while work is pending."""
 
@@ -170,7 +171,6 @@ class _Supervisor:
         self.kafka = kafka
         self.paused: set[str] = set()
         self.stall_s = stall_s
-        self._task: asyncio.Task[None] | None = None
         self._progress = (-1, time.monotonic())
         self.infra_busy = False
 
@@ -199,16 +199,6 @@ class _Supervisor:
                     worker.kill()
                     worker.start()
                     self._progress = (committed, now)
-
-    def start(self) -> _Supervisor:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 async def soak(opts: Options, n: int, *, accounts: int | None = None, seconds: float | None = None,
@@ -283,28 +273,23 @@ async def soak(opts: Options, n: int, *, accounts: int | None = None, seconds: f
                 await asyncio.sleep(rng.uniform(0.5, 2.0))
                 worker.start()
                 supervisor.paused.discard("worker")
-                # 5. restart Kafka
-                if restart_kafka:
-                    await until(at(0.56))
+
+                async def restart(service: str, fault: str, fraction: float) -> None:
+                    """Stop ``service`` of the stack for 1-3 s once ``fraction`` of the stream was sent."""
+                    await until(at(fraction))
                     supervisor.infra_busy = True
                     t0 = time.monotonic()
-                    down = await _stack(opts, "down", "kafka")
+                    down = await _stack(opts, "down", service)
                     await asyncio.sleep(rng.uniform(1.0, 3.0))
-                    up = await _stack(opts, "up", "kafka")
+                    up = await _stack(opts, "up", service)
                     supervisor.infra_busy = False
-                    result.faults.append({"fault": "Kafka restart", "outage_s": time.monotonic() - t0,
+                    result.faults.append({"fault": fault, "outage_s": time.monotonic() - t0,
                                           "down_s": down, "up_s": up, "at_s": t0 - stream_started})
-                # 6. restart Postgres
-                if restart_postgres:
-                    await until(at(0.72))
-                    supervisor.infra_busy = True
-                    t0 = time.monotonic()
-                    down = await _stack(opts, "down", "postgres")
-                    await asyncio.sleep(rng.uniform(1.0, 3.0))
-                    up = await _stack(opts, "up", "postgres")
-                    supervisor.infra_busy = False
-                    result.faults.append({"fault": "Postgres restart", "outage_s": time.monotonic() - t0,
-                                          "down_s": down, "up_s": up, "at_s": t0 - stream_started})
+
+                if restart_kafka:  # 5. restart Kafka
+                    await restart("kafka", "Kafka restart", 0.56)
+                if restart_postgres:  # 6. restart Postgres
+                    await restart("postgres", "Postgres restart", 0.72)
                 opts.log("soak: faults done; waiting for the pipeline to finish")
                 await wait_pipeline_done(corner, kafka, len(lines), timeout=600 + n / 100)
             finally:
