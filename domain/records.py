@@ -94,7 +94,7 @@ def _open_union_tag(known: frozenset[str]):  # type: ignore[no-untyped-def]
 
     def tag(value: Any) -> str:
         kind = value.get("$type") if isinstance(value, dict) else getattr(value, "lexicon_type", None)
-        return kind if kind in known else "unknown"
+        return kind if isinstance(kind, str) and kind in known else "unknown"  # a hostile $type may be a dict
 
     return tag
 

@@ -342,6 +342,17 @@ def test_records_breaking_relied_upon_fields_are_invalid(collection: str, record
     assert collection in reason.message
 
 
+@pytest.mark.parametrize("kind", [{}, [], ["app.bsky.embed.images"], 7, None])
+def test_an_open_union_member_whose_type_is_not_a_string_is_invalid_not_a_crash(kind: Any) -> None:
+    for collection, record in (
+        ("app.bsky.feed.post", b.post_record(embed={"$type": kind, "images": []})),
+        ("app.bsky.feed.post", b.post_record(facets=[b.facet(0, 1, {"$type": kind})])),
+        ("app.bsky.feed.threadgate", b.threadgate_record(b.POST_URI, [{"$type": kind}])),
+    ):
+        result = parse_record(collection, record)
+        assert is_successful(result) or result.failure().code is RejectionCode.INVALID_RECORD
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(COLLECTED_COLLECTIONS)), st.one_of(JSON, EVENTISH))
 def test_record_parsing_never_raises(collection: str, value: Any) -> None:
