@@ -6,7 +6,9 @@
     bge bench ingest collect --events 200000        # some benches, more events
     bge bench memory --events 1000000 --accounts 200000   # the issue's full memory run
     bge bench soak --events 1000000                 # the long soak with faults
-    bge bench latency --rate 1000 --seconds 30 --json out.json
+    bge bench latency --seconds 30 --json out.json  # 1k/s untraced and traced, 5k/s untraced
+    bge bench latency --rate 2000 --tracing 0.01    # chosen rates, one tracing mode
+    bge bench catchup --events 500000               # a raw backlog drained to rows by bge worker
 
 Needs the local stack (``infra/stack up``); the Quix Streams baseline needs its own venv
 (``infra/bench/quix-venv``). Exit code 0 when every bench ran (targets met or not), 1 when the
@@ -35,13 +37,14 @@ from streams.bench.harness import ROOT, Figure, Options
 
 __all__ = ["BENCHES", "build_parser", "main", "render", "run"]
 
-BENCHES = ("ingest", "collect", "project", "replay", "latency", "memory", "soak")
+BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak")
 
 DEFAULT_EVENTS = {
     "ingest": 100_000,
     "collect": 50_000,
     "project": 50_000,
     "replay": 100_000,
+    "catchup": 500_000,
     "memory": 100_000,
     "soak": 50_000,
 }
@@ -61,15 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; latency: rate x seconds)")
     parser.add_argument("--accounts", type=int, metavar="N", help="distinct accounts (default: events / 5)")
     parser.add_argument("--rate", type=float, action="append", metavar="EVENTS_PER_S",
-                        help="latency: fixed rates (repeatable; default 1000 and 5000)")
+                        help="latency: fixed rates (repeatable; default: 1000 untraced, 1000 traced, 5000 "
+                             "untraced; with --tracing, 1000 and 5000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds at each rate (default 20)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics (default 4)")
     parser.add_argument("--split-workers", action="store_true",
-                        help="latency, memory: run the worker's stages as two processes (WORKER_AGENTS "
+                        help="latency, catchup: run the worker's stages as two processes (WORKER_AGENTS "
                              "collect,popularity and project) instead of one")
-    parser.add_argument("--tracing", default="off", metavar="off|on|RATIO",
+    parser.add_argument("--tracing", metavar="off|on|RATIO",
                         help="tracing in the product processes: off (default), on (every span to Jaeger), "
-                             "or a sampling ratio such as 0.01")
+                             "or a sampling ratio such as 0.01; latency runs its own modes unless given")
     parser.add_argument("--seed", type=int, default=7, help="corpus seed (default 7)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the benches' topics and schemas")
@@ -94,7 +98,7 @@ def _check_loopback() -> None:
 
 
 async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
-    from streams.bench import pipeline, soak, throughput
+    from streams.bench import catchup, pipeline, soak, throughput
 
     def events(name: str) -> int:
         return args.events or DEFAULT_EVENTS[name]
@@ -106,7 +110,8 @@ async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> 
         "collect": lambda: throughput.bench_collect(opts, events("collect")),
         "project": lambda: throughput.bench_project(opts, events("project")),
         "replay": lambda: throughput.bench_replay(opts, events("replay")),
-        "latency": lambda: pipeline.bench_latency(opts, args.rate or [1000.0, 5000.0], args.seconds),
+        "latency": lambda: pipeline.bench_latency(opts, pipeline.latency_runs(args.rate, args.tracing), args.seconds),
+        "catchup": lambda: catchup.bench_catchup(opts, events("catchup")),
         "memory": lambda: pipeline.bench_memory(opts, events("memory"), args.accounts or max(events("memory") // 5, 100)),
         "soak": lambda: soak.bench_soak(opts, events("soak"), accounts=args.accounts,
                                         restart_kafka=not args.no_kafka_restart,
@@ -133,7 +138,7 @@ def _number(value: float | None, unit: str) -> str:
         return "n/a"
     if value == float("inf"):
         return "∞ (not done)"
-    if unit in ("ms", "MB"):
+    if unit in ("ms", "MB", "s"):
         return f"{value:,.1f}"
     return f"{value:,.0f}"
 
@@ -157,7 +162,7 @@ def render(figures: Sequence[Figure], console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = list(BENCHES) if "all" in args.benches else list(dict.fromkeys(args.benches))
-    if args.tracing not in ("off", "on"):
+    if args.tracing not in (None, "off", "on"):
         try:
             float(args.tracing)
         except ValueError:
@@ -168,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = Path(os.environ.get("BGE_STATE_DIR") or ROOT / ".state")
     workdir = args.workdir or state / "bench" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
-    opts = Options(run_id=run_id, workdir=workdir, partitions=args.partitions, tracing=args.tracing, seed=args.seed,
+    opts = Options(run_id=run_id, workdir=workdir, partitions=args.partitions, tracing=args.tracing or "off", seed=args.seed,
                    split_workers=args.split_workers,
                    keep=args.keep)
     opts.log(f"run {run_id}: {', '.join(names)} (scratch: {workdir})")

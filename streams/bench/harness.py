@@ -465,6 +465,13 @@ class Corner:
         prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", self.settings.bge_topic_prefix).strip("-")
         return f"{prefix}-bge" if prefix else "bge"
 
+    @property
+    def collect_group(self) -> str:
+        """The group that commits the raw topic: the worker's, or with ``--split-workers`` that of
+        the process running collect and popularity (``app_id`` adds the roles of a worker that
+        runs only some agents)."""
+        return f"{self.worker_group}-collect-popularity" if self.options.split_workers else self.worker_group
+
     # -- environment and processes --
 
     def env(self, **extra: Any) -> dict[str, str]:

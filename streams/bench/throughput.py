@@ -38,6 +38,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.bench import targets
 from streams.bench.baselines import consume_and_decode
 from streams.bench.harness import (
     ROOT,
@@ -57,12 +58,6 @@ from streams.log import LOGGER_PREFIX
 
 __all__ = ["MemoryState", "bench_collect", "bench_ingest", "bench_project", "bench_replay", "domain_messages",
            "quix_python"]
-
-INGEST_TARGET = 30_000
-COLLECT_TARGET = 15_000
-PROJECT_TARGET = 20_000
-REPLAY_TARGET = 50_000
-
 
 def _lines(path: Path) -> list[bytes]:
     return [line for line in path.read_bytes().split(b"\n") if line]
@@ -135,12 +130,11 @@ async def bench_ingest(opts: Options, n: int) -> list[Figure]:
         product, baseline, rss = await _ingest_once(opts, corpus, n, compress)
         base_label = f"baseline: websocket → aiokafka ({mode})"
         ratio = product["rate"] / baseline["rate"] if baseline["rate"] else None
-        met = product["rate"] >= INGEST_TARGET and ratio is not None and ratio >= 0.8
         figures.append(Figure("ingest", base_label, baseline["rate"], "events/s", role="baseline",
                               extra={"seconds": baseline["seconds"]}))
         figures.append(Figure(
             "ingest", f"bge ingest ({mode})", product["rate"], "events/s", baseline=base_label,
-            target=">= 30,000 events/s and >= 80% of baseline", met=met,
+            target=targets.INGEST.text, met=targets.INGEST.met(product["rate"], baseline["rate"]),
             notes=f"{ratio:.0%} of baseline; peak RSS {rss or 0:.0f} MB" if ratio else "",
             extra={"seconds": product["seconds"], "ratio": ratio, "peak_rss_mb": rss},
         ))
@@ -330,11 +324,10 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
                 await sampler.stop()
                 worker.stop()
             rate = result["rate"]
-            faster = quix is not None and rate > quix["rate"]
             figures.append(Figure(
                 "collect", "bge worker: raw events collected (every agent in one process)", rate, "events/s",
-                baseline=quix_label, target=">= 15,000 events/s per worker and faster than Quix Streams",
-                met=rate >= COLLECT_TARGET and faster,
+                baseline=quix_label, target=targets.COLLECT.text,
+                met=targets.COLLECT.met(rate, quix["rate"] if quix else None),
                 notes=(f"{rate / quix['rate']:.2f}x Quix; " if quix else "") + f"peak RSS {sampler.peak_mb('worker') or 0:.0f} MB",
                 extra={**result, "peak_rss_mb": sampler.peak_mb("worker")},
             ))
@@ -452,8 +445,8 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
             Figure("project", copy_label, copied / copy_elapsed, "rows/s", role="baseline",
                    extra={"rows": copied, "seconds": copy_elapsed}),
             Figure("project", "projections.project_batch (pool, batches of "
-                   f"{size})", rows / elapsed, "rows/s", baseline=copy_label, target=">= 20,000 rows/s",
-                   met=rows / elapsed >= PROJECT_TARGET,
+                   f"{size})", rows / elapsed, "rows/s", baseline=copy_label, target=targets.PROJECT.text,
+                   met=targets.PROJECT.met(rows / elapsed, copied / copy_elapsed),
                    notes=f"{rows / elapsed / (copied / copy_elapsed):.0%} of COPY",
                    extra={"rows": rows, "seconds": elapsed, "by_table": by_table}),
             Figure("project", "projections.project_batch: domain events", len(messages) / elapsed, "events/s",
@@ -490,8 +483,9 @@ async def bench_replay(opts: Options, n: int) -> list[Figure]:
                 code = await replay.run(args, settings=corner.settings, stdout=devnull, stderr=io.StringIO())
                 elapsed = time.perf_counter() - started
             rate = n / elapsed
-            figures.append(Figure("replay", label, rate, "events/s", baseline=plain_label, target=">= 50,000 events/s",
-                                  met=rate >= REPLAY_TARGET and code == 0,
+            met = targets.REPLAY.met(rate, plain["rate"]) if code == 0 else False
+            figures.append(Figure("replay", label, rate, "events/s", baseline=plain_label, target=targets.REPLAY.text,
+                                  met=met,
                                   notes=f"{rate / plain['rate']:.0%} of the plain consumer; exit {code}",
                                   extra={"seconds": elapsed, "exit_code": code}))
             opts.log(f"{label}: {rate:,.0f} events/s")

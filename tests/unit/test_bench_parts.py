@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 
+import pytest
+
+from streams.bench import targets
+from streams.bench.catchup import CatchupClock
+from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
 from streams.log import LOGGER_PREFIX
 from tests.conftest import SAMPLE_JSONL
@@ -22,3 +28,117 @@ async def test_domain_messages_keeps_the_collect_logger_level_of_the_process_tha
         assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(logging.NOTSET)
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+def test_a_floor_target_is_met_at_the_floor_and_not_below():
+    assert targets.CATCHUP.met(8_000) is True
+    assert targets.CATCHUP.met(7_999.9) is False
+
+
+def test_a_target_on_a_missing_or_nan_figure_is_undecided():
+    assert targets.CATCHUP.met(None) is None
+    assert targets.CATCHUP.met(math.nan) is None
+
+
+def test_a_share_of_the_baseline_is_measured_against_the_same_runs_baseline():
+    assert targets.INGEST.met(18_000, 20_000) is True  # 90%
+    assert targets.INGEST.met(17_999, 20_000) is False
+    assert targets.REPLAY.met(80, 100) is True
+    assert targets.REPLAY.met(79, 100) is False
+
+
+def test_project_needs_both_the_rate_and_half_the_copy():
+    assert targets.PROJECT.met(40_000, 80_000) is True
+    assert targets.PROJECT.met(40_000, 80_001) is False  # under 50% of the COPY
+    assert targets.PROJECT.met(39_999, 50_000) is False  # under the floor though above 50%
+
+
+def test_collect_must_be_ahead_of_quix_not_level():
+    assert targets.COLLECT.met(16_000, 15_999) is True
+    assert targets.COLLECT.met(16_000, 16_000) is False
+    assert targets.COLLECT.met(14_000, 1_000) is False
+
+
+def test_a_missing_baseline_leaves_the_target_undecided_unless_the_rest_already_fails():
+    assert targets.COLLECT.met(16_000, None) is None  # Quix not run
+    assert targets.COLLECT.met(1_000, None) is False
+    assert targets.INGEST.met(10_000, 0) is None
+
+
+def test_latency_targets_per_rate_and_tracing():
+    assert targets.latency_target(1000, "off") is targets.LATENCY_1K_OFF
+    assert targets.latency_target(1000, "on") is targets.LATENCY_1K_TRACED
+    assert targets.latency_target(5000, "off") is targets.LATENCY_5K
+    assert targets.latency_target(1000, "0.01") is None
+    assert targets.latency_target(5000, "on") is None
+    assert targets.latency_target(10_000, "off") is None
+    assert targets.LATENCY_1K_OFF.met(500) is True and targets.LATENCY_1K_OFF.met(501) is False
+    assert targets.LATENCY_1K_TRACED.met(1_000) is True and targets.LATENCY_1K_TRACED.met(1_001) is False
+
+
+def test_the_5k_latency_target_fails_when_saturated_even_with_a_finite_p99():
+    assert targets.LATENCY_5K.met(1_500) is True
+    assert targets.LATENCY_5K.met(1_500, saturated=True) is False
+    assert targets.LATENCY_5K.met(math.inf) is False
+
+
+def test_rss_below_the_limit_proves_the_target_only_over_a_million_events():
+    assert targets.rss_met(250, 1_000_000) is True
+    assert targets.rss_met(250, 100_000) is None
+    assert targets.rss_met(350, 100_000) is False
+    assert targets.rss_met(None, 1_000_000) is None
+
+
+# --- latency runs ------------------------------------------------------------------------------
+
+
+def test_the_default_latency_runs_are_the_issues_three_rows():
+    assert latency_runs(None, None) == [(1000.0, "off"), (1000.0, "on"), (5000.0, "off")]
+    assert list(DEFAULT_LATENCY_RUNS) == latency_runs([], None)
+
+
+@pytest.mark.parametrize(("rates", "tracing", "runs"), [
+    ([2000.0], None, [(2000.0, "off")]),
+    ([1000.0, 3000.0], "on", [(1000.0, "on"), (3000.0, "on")]),
+    (None, "0.01", [(1000.0, "0.01"), (5000.0, "0.01")]),
+])
+def test_chosen_rates_or_tracing_run_every_rate_in_one_mode(rates, tracing, runs):
+    assert latency_runs(rates, tracing) == runs
+
+
+def test_rows_name_their_tracing_mode():
+    assert tracing_label("off") == "tracing off"
+    assert tracing_label("on") == "every event traced to Jaeger"
+    assert tracing_label("0.010") == "traces sampled at 0.01"
+
+
+# --- catch-up clock ----------------------------------------------------------------------------
+
+
+def test_catchup_is_done_at_the_first_drained_poll_confirmed_by_an_unchanged_growth_end():
+    clock = CatchupClock(raw_total=100, started=1000.0)
+    assert not clock.observe(1001.0, committed_raw=50, growth_end=120, projected=40)
+    assert not clock.observe(1002.0, committed_raw=100, growth_end=300, projected=250)
+    assert clock.collected_s == 2.0
+    assert not clock.observe(1003.0, committed_raw=100, growth_end=300, projected=300)
+    assert clock.observe(1004.0, committed_raw=100, growth_end=300, projected=300)
+    assert clock.done_s == 3.0
+
+
+def test_catchup_is_not_done_while_growth_events_still_grow_after_collect():
+    clock = CatchupClock(raw_total=100, started=0.0)
+    assert not clock.observe(1.0, committed_raw=100, growth_end=300, projected=300)
+    assert not clock.observe(2.0, committed_raw=100, growth_end=310, projected=310)  # popularity sent more
+    assert clock.observe(3.0, committed_raw=100, growth_end=310, projected=310)
+    assert clock.done_s == 2.0
+
+
+def test_catchup_needs_the_raw_topic_committed_and_some_domain_events():
+    clock = CatchupClock(raw_total=100, started=0.0)
+    for at in (1.0, 2.0, 3.0):
+        assert not clock.observe(at, committed_raw=99, growth_end=300, projected=300)
+    assert not clock.observe(4.0, committed_raw=100, growth_end=0, projected=0)
+    assert not clock.observe(5.0, committed_raw=100, growth_end=0, projected=0)
+    assert clock.done_s is None
