@@ -23,7 +23,7 @@ from projections.migrate import (
     migrate,
 )
 from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
-from projections.writer import BatchResult, Message, apply_batch, project_batch, prune_event_ledgers
+from projections.writer import BatchResult, Message, apply_batch, project_batch, prune_event_ledgers, stored_offsets
 
 __all__ = [
     "BatchResult",
@@ -45,6 +45,7 @@ __all__ = [
     "migrate",
     "project_batch",
     "prune_event_ledgers",
+    "stored_offsets",
     "swap_schema",
     "with_retry",
 ]

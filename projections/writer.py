@@ -732,6 +732,17 @@ async def project_batch(
     return total
 
 
+async def stored_offsets(pool: AsyncConnectionPool, consumer: str, topic: str, *,
+                         timeout_s: float | None = None) -> dict[int, int]:
+    """``consumer``'s high-water marks on ``topic``: partition -> the next offset to apply. A
+    consumer starts each partition there (what is below was applied)."""
+    async with pool.connection(timeout=timeout_s) as conn:
+        cur = await conn.execute(
+            "SELECT partition, next_offset FROM projection_offsets WHERE consumer = %s AND topic = %s",
+            (consumer, topic))
+        return {int(partition): int(offset) for partition, offset in await cur.fetchall()}
+
+
 async def prune_event_ledgers(conn: psycopg.AsyncConnection[Any], before: datetime) -> dict[str, int]:
     """Delete rows older than ``before`` from the event ledgers (``activity_events``,
     ``follow_events``); return how many by table.

@@ -443,11 +443,12 @@ def register_api(app: faust.App, settings: Settings, *, pool: AsyncConnectionPoo
 
 def serve_api(app: faust.App, settings: Settings, *, schema: str | None = None,
               breakers: Iterable[CircuitBreaker] = (),
-              consumed: Iterable[Topic] = (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS), projects: bool = True) -> Api:
+              consumed: Iterable[Topic] = (Topic.JETSTREAM_EVENTS, Topic.GROWTH_EVENTS), projects: bool = True,
+              consumer_group: str | None = None) -> Api:
     """The whole wiring in one call: the API pool on ``schema`` (default ``DB_SCHEMA``, see
     :func:`create_api_pool`) with its query statistics, every health check
     (:func:`streams.checks.build_registry`, the ``breakers`` included, lag measured for
-    ``app``'s consumer group on the ``consumed`` topics, and the projector's when it ``projects``), the inbound limiter (``API_RATE_LIMIT`` per
+    ``consumer_group`` (default ``app``'s) on the ``consumed`` topics, and the projector's when it ``projects``), the inbound limiter (``API_RATE_LIMIT`` per
     ``API_RATE_WINDOW_SECONDS``), then :func:`register_api`. An app that already serves the
     API keeps it: the call returns that :class:`Api`."""
     existing = getattr(app, "api", None)
@@ -455,7 +456,7 @@ def serve_api(app: faust.App, settings: Settings, *, schema: str | None = None,
         return existing
     stats = QueryStats()
     pool = create_api_pool(settings, schema=schema, stats=stats)
-    registry = build_registry(settings, pool=pool, breakers=breakers, consumer_group=app.conf.id, consumed=consumed,
+    registry = build_registry(settings, pool=pool, breakers=breakers, consumer_group=consumer_group or app.conf.id, consumed=consumed,
                               projector_consumer=PROJECTOR if projects else None)
     limiter = InboundRateLimiter(settings.api_rate_limit, settings.api_rate_window_seconds)
     return register_api(app, settings, pool=pool, registry=registry, limiter=limiter, stats=stats)

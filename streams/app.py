@@ -14,10 +14,13 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
 
 Run ``bge migrate`` before the first worker starts.
 
-Processing is at least once: a batch's events are acknowledged only after every message it sent
-was acknowledged by Kafka (``streams.acking``), never merely because an agent was cancelled. Each agent runs with concurrency 1 (faust-streaming's commit tracking
-with concurrency above 1 can commit past an unfinished message); scale by partitions and worker
-processes.
+The collect, popularity and project agents take their input a batch at a time from the worker's
+batched source (``streams.source``: one aiokafka consumer in the group ``app_id``, a Faust channel
+per agent), because Faust's per-message consumer caps a process near 7k messages/s. Processing is
+at least once: a partition's offset is committed only past batches whose every send Kafka
+acknowledged (for the projector: whose Postgres transaction committed). Each agent runs with
+concurrency 1, so a partition's batches are processed and settled in order; scale by partitions
+and worker processes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from typing import Any
 import faust
 
 from streams.api import serve_api
-from streams.acking import AckBatcher, all_acknowledged
 from streams.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
@@ -42,17 +44,23 @@ from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_en
 from streams.popularity import Popularity
 from streams.state import ChangelogState
 from streams.projector import CONSUMER as PROJECTOR_CONSUMER
-from streams.projector import PendingMessage, Projector
+from streams.projector import Projector
+from streams.source import Batch, BatchChannel, BatchedSource, Route
 from streams.telemetry import instrument_psycopg, setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
 
 
 class GrowthApp(faust.App):
-    """A Faust app that creates the product's topics before it subscribes to them."""
+    """A Faust app that creates the product's topics before it subscribes to them, and runs its
+    stages' batched source (``streams.source``) beside Faust's own consumer."""
 
     settings: Settings
     sender: Sender
+    source: BatchedSource
+    collector: Collector
+    projector: Projector
+    metrics: PipelineMetrics
 
     async def on_first_start(self) -> None:
         # sys.__stderr__: Faust redirects sys.stderr into its own log format; ours stays one JSON object per line
@@ -63,14 +71,17 @@ class GrowthApp(faust.App):
         instrument_psycopg()
         await ensure_topics(self.settings)
         await self.sender.start()
+        await self.sender.open(*(self.settings.topic(t) for t in STAGE_OUTPUTS))
         await super().on_first_start()
 
     async def on_started(self) -> None:
         if "project" in self.settings.worker_agents:
             await self.projector.start()
         await super().on_started()
+        await self.source.start()  # after the agents: a channel without a subscriber drops what it is sent
 
     async def on_stop(self) -> None:
+        await self.source.stop()
         await super().on_stop()
         await self.sender.stop()
         await self.projector.stop()
@@ -89,9 +100,11 @@ def _broker_credentials(settings: Settings) -> Any:
 
 
 def app_id(settings: Settings) -> str:
-    """The Faust app id, which is also the consumer group: distinct per topic prefix, and per
-    set of agents when a worker runs only some of them (``WORKER_AGENTS``): each stage's
-    workers are then a group of their own, given every partition of that stage's input."""
+    """The worker's consumer group, the one that commits its stages' input offsets: distinct per
+    topic prefix, and per set of agents when a worker runs only some of them (``WORKER_AGENTS``):
+    each stage's workers are then a group of their own, given every partition of that stage's
+    input. Faust's own consumer (its leader election, the crawl's agents) is the group
+    ``<app_id>-faust``: one group cannot mix Faust's partition assignor with aiokafka's."""
     prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", settings.bge_topic_prefix).strip("-")
     roles = "" if len(settings.worker_agents) == len(WORKER_AGENTS) else "-" + "-".join(settings.worker_agents)
     return f"{prefix}-bge{roles}" if prefix else f"bge{roles}"
@@ -100,13 +113,15 @@ def app_id(settings: Settings) -> str:
 # the topic each agent consumes
 AGENT_INPUTS: dict[str, Topic] = {"collect": Topic.JETSTREAM_EVENTS, "popularity": Topic.GROWTH_ENGAGEMENT,
                                   "project": Topic.GROWTH_EVENTS}
+# the topics the stages send to (besides the state changelogs, opened by ``ChangelogState``)
+STAGE_OUTPUTS = (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, Topic.GROWTH_DLQ)
 
 
 def create_app(settings: Settings) -> GrowthApp:
     """Build the worker's Faust app, its topics, tables and agents from ``settings``."""
     datadir = Path(settings.bge_state_dir or tempfile.gettempdir()) / "faust"
     app = GrowthApp(
-        app_id(settings),
+        f"{app_id(settings)}-faust",
         broker=settings.faust_broker_urls,
         broker_credentials=_broker_credentials(settings),
         store="memory://",
@@ -141,103 +156,90 @@ def create_app(settings: Settings) -> GrowthApp:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.bge_topic_partitions)
 
-    raw_events = topic(Topic.JETSTREAM_EVENTS)
-    growth_events = topic(Topic.GROWTH_EVENTS)
-    growth_dlq = topic(Topic.GROWTH_DLQ)
-    engagement = topic(Topic.GROWTH_ENGAGEMENT)
-    # what the agents produce goes through one aiokafka producer of their own (streams.kafka.Sender)
+    # the stages send through one aiokafka producer of their own, a batch at a time (streams.kafka.Sender)
     sender = app.sender = Sender(settings)
+    source = app.source = BatchedSource(settings, app_id(settings), on_fatal=app.crash, logger=log.child("source"))
     strategies = load_strategy_config(settings.bge_strategies_file)
-    windows = ChangelogState("post-windows", settings, lambda: sender.producer, logger=log.child("state"))
+    windows = ChangelogState("post-windows", settings, sender, logger=log.child("state"))
     popularity = Popularity(config=strategies.popular_content, windows=windows,
-                            engagement_topic=sender.topic(settings.topic(Topic.GROWTH_ENGAGEMENT)),
-                            events_topic=sender.topic(settings.topic(Topic.GROWTH_EVENTS)), logger=log.child("popularity"))
-    accounts = ChangelogState("accounts", settings, lambda: sender.producer, logger=log.child("state"))
-    collector = Collector(config=strategies, accounts=accounts, events_topic=sender.topic(settings.topic(Topic.GROWTH_EVENTS)),
-                          dlq_topic=sender.topic(settings.topic(Topic.GROWTH_DLQ)), route=popularity.route,
-                          logger=log.child("collect"))
-    app.collector = collector  # type: ignore[attr-defined]
-    projector = Projector(settings, logger=log.child("projector"))
-    app.projector = projector  # type: ignore[attr-defined]
-    batches: dict[str, AckBatcher[Any]] = {}
+                            engagement_topic=settings.topic(Topic.GROWTH_ENGAGEMENT),
+                            events_topic=settings.topic(Topic.GROWTH_EVENTS), logger=log.child("popularity"))
+    accounts = ChangelogState("accounts", settings, sender, logger=log.child("state"))
+    collector = app.collector = Collector(config=strategies, accounts=accounts,
+                                          events_topic=settings.topic(Topic.GROWTH_EVENTS),
+                                          dlq_topic=settings.topic(Topic.GROWTH_DLQ), route=popularity.route,
+                                          logger=log.child("collect"))
+    projector = app.projector = Projector(settings, logger=log.child("projector"))
 
-    def batcher(name: str, stream: faust.StreamT, settle: Any, size: int, seconds: float = 0.2) -> AckBatcher[Any]:
-        previous = batches.get(name)
-        batches[name] = AckBatcher(stream, settle, max_events=size, max_seconds=seconds)
-        if previous is not None:  # an agent restarted (a rebalance): its counts go on
-            batches[name].acknowledged = previous.acknowledged
-        return batches[name]
+    def stage_input(agent: str, **hooks: Any) -> faust.ChannelT:
+        """The channel the source hands ``agent`` its input batches on (a few batches deep: the
+        source's fetching waits when the stage is behind)."""
+        channel = BatchChannel(app, maxsize=4)
+        source.route(settings.topic(AGENT_INPUTS[agent]), Route(channel, **hooks))
+        return channel
 
     runs = set(settings.worker_agents)
     if "collect" in runs:
-        @app.agent(raw_events, name="collect", concurrency=1)
+        async def collect_batch(batch: Batch) -> list[Any]:
+            outbox = sender.outbox()
+            await collector.handle_batch(batch.records, batch.next_offsets, outbox)
+            return sender.submit(outbox)
+
+        @app.agent(stage_input("collect", on_revoked=accounts.forget), name="collect", concurrency=1)
         async def collect(stream: faust.StreamT) -> None:
-            batch = batcher("collect", stream, all_acknowledged, settings.collect_batch_size)
-            async for event in stream.events():
-                message = event.message
-                sends = await collector.handle(message.topic, message.partition, message.offset,
-                                               message.value, list(message.headers or ()))
-                if batch.add(event, sends):
-                    await batch.flush()
+            """Raw Jetstream events → the domain's strategies → growth.events, growth.engagement, growth.dlq."""
+            await source.run(stream, collect_batch)
 
     if "popularity" in runs:
-        @app.agent(engagement, name="popularity", concurrency=1)
+        async def popularity_batch(batch: Batch) -> list[Any]:
+            outbox = sender.outbox()
+            await popularity.observe_batch(batch.records, batch.next_offsets, outbox)
+            return sender.submit(outbox)
+
+        @app.agent(stage_input("popularity", on_revoked=windows.forget), name="popularity", concurrency=1)
         async def popular(stream: faust.StreamT) -> None:
-            batch = batcher("popularity", stream, all_acknowledged, settings.collect_batch_size)
-            async for event in stream.events():
-                message = event.message
-                if batch.add(event, await popularity.observe(message.partition, message.value)):
-                    await batch.flush()
+            """Engagement keyed by post → windows → CandidateFound of popular content."""
+            await source.run(stream, popularity_batch)
 
     if "project" in runs:
-        @app.agent(growth_events, name="project", concurrency=1)
+        async def project_batch(batch: Batch) -> list[Any]:
+            await projector.apply_all(batch.records)
+            return []  # committed in Postgres: nothing left to wait for
+
+        async def project_from_marks(partitions: list[int]) -> dict[int, int]:
+            return await projector.positions(settings.topic(Topic.GROWTH_EVENTS), partitions)
+
+        @app.agent(stage_input("project", on_assigned=project_from_marks), name="project", concurrency=1)
         async def project(stream: faust.StreamT) -> None:
-            batch = batcher("project", stream, projector.apply, settings.projector_batch_size,
-                            settings.projector_batch_seconds)
-            async for event in stream.events():
-                message = event.message
-                if batch.add(event, PendingMessage(message.topic, message.partition, message.offset,
-                                                   message.value, tuple(message.headers or ()))):
-                    await batch.flush()
-
-    @app.on_partitions_revoked.connect
-    async def forget_state(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        """State of partitions this worker no longer owns is dropped; it is read again from the
-        changelog if they come back (another worker may have changed it meanwhile)."""
-        accounts.forget(tp.partition for tp in revoked if tp.topic == raw_events.get_topic_name())
-        windows.forget(tp.partition for tp in revoked if tp.topic == engagement.get_topic_name())
-
-    @app.timer(0.1, name="flush-batches")
-    async def flush_batches() -> None:
-        """Time-bounded batches: flush what waited longer than its batch's age limit."""
-        for batch in list(batches.values()):
-            await batch.flush_if_older()
+            """growth.events → Postgres, one transaction per batch with its offsets."""
+            await source.run(stream, project_batch)
 
     if settings.crawl_enabled:
         credentials = None
         if settings.atproto_identifier and settings.atproto_app_password:
             credentials = SessionCredentials(settings.atproto_pds, settings.atproto_identifier,
                                              settings.atproto_app_password)
-        register_crawl(app, settings, events_topic=growth_events, crawl_topic=topic(Topic.GROWTH_CRAWL),
-                       dlq_topic=growth_dlq, config=load_crawl_config(settings.crawl_config_file),
+        register_crawl(app, settings, events_topic=topic(Topic.GROWTH_EVENTS), crawl_topic=topic(Topic.GROWTH_CRAWL),
+                       dlq_topic=topic(Topic.GROWTH_DLQ), config=load_crawl_config(settings.crawl_config_file),
                        schema=settings.crawl_schema, credentials=credentials)
     breakers = [projector.breaker]
     if settings.crawl_enabled:
         breakers.append(app.crawl.appview.breaker)
-    app.metrics = worker_metrics(app, settings, batches, collector, popularity, projector, breakers)  # type: ignore[attr-defined]
+    app.metrics = worker_metrics(app, settings, source, collector, popularity, projector, breakers)
     serve_api(app, settings, breakers=breakers, consumed=[AGENT_INPUTS[agent] for agent in settings.worker_agents],
-              projects="project" in runs)
+              projects="project" in runs, consumer_group=app_id(settings))
     return app
 
 
-def worker_metrics(app: GrowthApp, settings: Settings, batches: dict[str, AckBatcher[Any]], collector: Collector,
+def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, collector: Collector,
                    popularity: Popularity, projector: Projector, breakers: list[Any]) -> PipelineMetrics:
     """The worker's metrics (``streams.metrics``): every agent's events in and out, dead letters
     by reason, breaker states, and consumer lag refreshed by the leader at the export interval."""
     metrics = PipelineMetrics()
 
     def acknowledged(name: str) -> Any:
-        return lambda: batches[name].acknowledged if name in batches else 0
+        route = source.routes.get(settings.topic(AGENT_INPUTS[name]))
+        return lambda: route.settled if route is not None else 0
 
     # out: domain events for collect and popularity (their sends also carry state changelog
     # writes and, for collect, the engagement repartition), rows written for project

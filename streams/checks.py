@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from projections import MigrationError, check_schema_version
+from projections import MigrationError, check_schema_version, stored_offsets
 from streams.breaker import CircuitBreaker, CircuitState
 from streams.config import Settings, Topic
 from streams.health import Check, CheckOutcome, HealthRegistry
@@ -228,12 +228,7 @@ async def projector_lag(settings: Settings, pool: AsyncConnectionPool, consumer_
     topic = settings.topic(Topic.GROWTH_EVENTS)
     async with kafka_reader(settings) as consumer:
         begin, end = await _offsets(consumer, topic)
-    async with pool.connection(timeout=timeout_s) as conn:
-        cur = await conn.execute(
-            "SELECT partition, next_offset FROM projection_offsets WHERE consumer = %s AND topic = %s",
-            (consumer_name, topic))
-        positions = {int(partition): int(offset) for partition, offset in await cur.fetchall()}
-    return _lag(begin, end, positions)
+    return _lag(begin, end, await stored_offsets(pool, consumer_name, topic, timeout_s=timeout_s))
 
 
 def group_lag_check(settings: Settings, topic_name: Topic, group: str, stage: str,

@@ -1,10 +1,12 @@
 """The collect stage: raw Jetstream events in, domain events (or dead letters) out.
 
-For each raw message the domain pipeline (``domain.pipeline.process``) parses the event,
-collects its domain events and runs the growth strategies. Domain events go to
-``growth.events`` keyed by their partition key; an event the domain rejects goes to
-``growth.dlq`` with its original bytes and the reason (``streams.deadletter``). Each message is
-one span continuing the ingest's trace, with one child span per strategy and its decision.
+The stage gets a batch of raw messages at a time (``streams.source``). For each message the domain
+pipeline (``domain.pipeline.process``) parses the event, collects its domain events and runs the
+growth strategies. Domain events go to ``growth.events`` keyed by their partition key; an event
+the domain rejects goes to ``growth.dlq`` with its original bytes and the reason
+(``streams.deadletter``). What a batch sends is gathered in one :class:`streams.kafka.Outbox` and
+submitted once. A message whose headers carry a trace context is one span continuing the ingest's
+trace, with one child span per strategy and its decision; an untraced message costs no span.
 
 Strategy state that must survive restarts and rebalances (the newcomers' account memory) is keyed
 by the repo DID, the raw topic's key, so it is partitioned like the raw topic; it lives in a
@@ -14,13 +16,13 @@ by the repo DID, the raw topic's key, so it is partitioned like the raw topic; i
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from returns.result import Failure, Success
 
 from domain.events import DomainEvent, encode, partition_key
@@ -35,9 +37,10 @@ from domain.identity import SourceCoordinates
 from domain.pipeline import Outcome, process
 from domain.rejections import Rejection
 from streams.deadletter import dead_letter_headers
+from streams.kafka import Outbox
 from streams.log import ContextLogger, get_logger
 from streams.state import ChangelogState, DecodedView
-from streams.telemetry import extract_context, inject_headers
+from streams.telemetry import extract_context, has_trace_context, inject_headers
 
 __all__ = ["CollectStats", "Collector", "load_strategy_config"]
 
@@ -62,25 +65,21 @@ class CollectStats:
 
 
 class Collector:
-    """Runs the domain pipeline on raw messages and sends what it decides.
+    """Runs the domain pipeline on raw messages and puts what it decides in an outbox.
 
-    ``send(topic, key, value, headers)`` returns an awaitable acknowledgement; the caller awaits
-    all of a batch's acknowledgements before the batch's offsets may be committed.
-    """
+    ``route(event, value, headers, outbox)``, when given, also adds each domain event where a
+    later stage needs it keyed differently (the popularity stage's repartition)."""
 
     def __init__(
         self,
         *,
         config: StrategyConfig,
         accounts: ChangelogState,
-        events_topic: Any,
-        dlq_topic: Any,
-        route: Callable[[DomainEvent, bytes, list[tuple[str, bytes]]], Awaitable[list[Awaitable[Any]]]] | None = None,
+        events_topic: str,
+        dlq_topic: str,
+        route: Callable[[DomainEvent, bytes, list[tuple[str, bytes]], Outbox], None] | None = None,
         logger: ContextLogger | None = None,
     ) -> None:
-        """``route(event, value, headers)``, when given, also sends each domain event where a
-        later stage needs it keyed differently (the popularity stage's repartition) and returns
-        the acknowledgements."""
         # popular content needs engagement keyed by post, not by actor: it runs after a repartition
         self.config = config.model_copy(update={"popular_content": PopularContentConfig(enabled=False)})
         self.accounts = accounts
@@ -90,61 +89,77 @@ class Collector:
         self.log = logger or get_logger("collect")
         self.stats = CollectStats()
 
-    async def handle(self, topic: str, partition: int, offset: int, value: bytes,
-                     headers: list[tuple[str, bytes]] | None) -> list[Awaitable[Any]]:
-        """Process one raw message; returns the acknowledgements of what it sent."""
+    async def handle_batch(self, records: Iterable[Any], partitions: Iterable[int], outbox: Outbox) -> None:
+        """Process raw ``records`` (each with ``topic``, ``partition``, ``offset``, ``value``,
+        ``headers``) of ``partitions`` into ``outbox``."""
+        for partition in partitions:
+            await self.accounts.ensure(partition)
+        for record in records:
+            self.handle(record.topic, record.partition, record.offset, record.value, record.headers, outbox)
+
+    def handle(self, topic: str, partition: int, offset: int, value: bytes,
+               headers: Sequence[tuple[str, bytes]] | None, outbox: Outbox) -> None:
+        """Process one raw message of a partition already :meth:`ChangelogState.ensure` d."""
         self.stats.messages += 1
-        coordinates = SourceCoordinates(topic, partition, offset)
+        context = extract_context(headers) if has_trace_context(headers) else None
+        if context is None:
+            self._handle(topic, partition, offset, value, INVALID_SPAN, outbox)
+            return
         with _tracer.start_as_current_span(
             "collect jetstream.event",
-            context=extract_context(headers),
+            context=context,
             kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "kafka", "messaging.source.name": topic,
                         "messaging.kafka.partition": partition, "messaging.kafka.offset": offset},
         ) as span:
-            await self.accounts.ensure(partition)
-            state = StrategyState(accounts=DecodedView(self.accounts.view(partition), decode_account_memory))
-            match process(value, config=self.config, state=state, coordinates=coordinates):
-                case Success(outcome):
-                    return await self._emit(outcome, partition, span)
-                case Failure(rejection):
-                    return [await self._dead_letter(rejection, topic, partition, offset, value, span)]
-        return []  # pragma: no cover - process returns Success or Failure
+            self._handle(topic, partition, offset, value, span, outbox)
 
-    async def _emit(self, outcome: Outcome, partition: int, span: trace.Span) -> list[Awaitable[Any]]:
+    def _handle(self, topic: str, partition: int, offset: int, value: bytes, span: trace.Span,
+                outbox: Outbox) -> None:
+        state = StrategyState(accounts=DecodedView(self.accounts.view(partition), decode_account_memory))
+        match process(value, config=self.config, state=state, coordinates=SourceCoordinates(topic, partition, offset)):
+            case Success(outcome):
+                self._emit(outcome, partition, span, outbox)
+            case Failure(rejection):
+                self._dead_letter(rejection, topic, partition, offset, value, span, outbox)
+
+    def _emit(self, outcome: Outcome, partition: int, span: trace.Span, outbox: Outbox) -> None:
         source = outcome.source
-        span.set_attributes({"did": source.did, "kind": source.kind, "collection": source.collection or "",
-                             "operation": source.operation or "", "source_id": source.id})
+        recording = span.is_recording()
+        if recording:
+            span.set_attributes({"did": source.did, "kind": source.kind, "collection": source.collection or "",
+                                 "operation": source.operation or "", "source_id": source.id})
         if outcome.skipped is not None:
             self.stats.skipped += 1
-            span.set_attribute("skipped", outcome.skipped)
-            return []
-        recording = span.is_recording()
+            if recording:
+                span.set_attribute("skipped", outcome.skipped)
+            return
         for name, decision in outcome.decisions.items():
             if recording:
                 self._trace_decision(name, decision)
             else:
                 self._log_candidates(name, decision)
-        acks = [await self.accounts.put(partition, did, encode_state(memory))
-                for did, memory in outcome.state_changes.accounts.items()]
+        for did, memory in outcome.state_changes.accounts.items():
+            self.accounts.put(partition, did, encode_state(memory), outbox)
         # every event of this message is sent inside its span: one trace context for all of them
         trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
         source_id = ("source_id", source.id.encode())
-        for event in outcome.all_events:
+        events = outcome.all_events
+        for event in events:
             headers = [("schema", event.schema_name.encode()), source_id, *trace_headers]
             value = encode(event)
-            acks.append(await self.events_topic.send(key=partition_key(event), value=value, headers=headers))
+            outbox.add(self.events_topic, partition_key(event), value, headers)
             if self.route is not None:
-                acks += await self.route(event, value, headers)
-        emitted = len(outcome.all_events)
+                self.route(event, value, headers, outbox)
+        emitted = len(events)
         self.stats.domain_events += emitted
-        self.stats.candidates += len(outcome.candidates)
+        self.stats.candidates += len(events) - len(outcome.events)
         if self.log.is_enabled_for(logging.DEBUG):
             self.log.debug("event collected", did=source.did, collection=source.collection or source.kind,
                            operation=source.operation or "", source_id=source.id, domain_events=emitted,
-                           schemas=",".join(sorted({e.schema_name for e in outcome.all_events})))
-        span.set_attribute("domain_events", emitted)
-        return acks
+                           schemas=",".join(sorted({e.schema_name for e in events})))
+        if recording:
+            span.set_attribute("domain_events", emitted)
 
     def _trace_decision(self, name: str, decision: Any) -> None:
         """One span for a strategy's decision (only under a recording span: an unsampled event's
@@ -167,8 +182,8 @@ class Collector:
                     self.log.info("candidate found", strategy=name, candidate=found.did,
                                   score=found.score, reasons="; ".join(found.reasons))
 
-    async def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
-                           value: bytes, span: trace.Span) -> Awaitable[Any]:
+    def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
+                     value: bytes, span: trace.Span, outbox: Outbox) -> None:
         code = str(getattr(rejection.code, "value", rejection.code))
         self.stats.dead_lettered += 1
         self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
@@ -179,4 +194,4 @@ class Collector:
             error_class="Rejection", reason=code, message=rejection.message, source="kafka",
             topic=topic, partition=partition, offset=offset,
         ))
-        return await self.dlq_topic.send(key=None, value=value, headers=headers)
+        outbox.add(self.dlq_topic, None, value, headers)

@@ -115,7 +115,7 @@ def as_collected(config: StrategyConfig) -> StrategyConfig:
     e.g. which strategies run in a later stage), so a replay decides what the worker decided."""
     from streams.collect import Collector
 
-    return Collector(config=config, accounts={}, events_topic=None, dlq_topic=None).config
+    return Collector(config=config, accounts={}, events_topic="", dlq_topic="").config
 
 
 class Explainer:

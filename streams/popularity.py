@@ -16,7 +16,7 @@ and runs ``domain.growth.popular_content`` on each engagement.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Iterable
 from typing import Any
 
 from returns.result import Success
@@ -30,6 +30,7 @@ from domain.growth import (
     engagements_of,
     popular_content,
 )
+from streams.kafka import Outbox
 from streams.log import ContextLogger, get_logger
 from streams.state import ChangelogState, DecodedView
 from streams.telemetry import inject_headers
@@ -47,7 +48,7 @@ class Popularity:
     """Routes engagement by post and decides popular content."""
 
     def __init__(self, *, config: PopularContentConfig, windows: ChangelogState,
-                 engagement_topic: Any, events_topic: Any, logger: ContextLogger | None = None) -> None:
+                 engagement_topic: str, events_topic: str, logger: ContextLogger | None = None) -> None:
         self.config = config
         self.windows = windows
         self.engagement_topic = engagement_topic
@@ -56,30 +57,34 @@ class Popularity:
         self.candidates_found = 0  # CandidateFound events sent (metrics read it)
         self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
-    async def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]]) -> list[Awaitable[Any]]:
-        """Send an engagement ``event`` (encoded as ``value``) to ``growth.engagement`` keyed by
-        the post it concerns; other events are not sent. Returns the acknowledgements."""
+    def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
+        """Add an engagement ``event`` (encoded as ``value``) for ``growth.engagement`` to
+        ``outbox``, keyed by the post it concerns; other events are not routed."""
         if not self.config.enabled or event.schema_name not in ENGAGEMENT_SCHEMAS:
-            return []
-        sends = [await self.engagement_topic.send(key=e.post_uri.encode(), value=value, headers=headers)
-                 for e in engagements_of(_collected(event))]
-        self.routed += len(sends)
-        return sends
+            return
+        for engagement in engagements_of(_collected(event)):
+            outbox.add(self.engagement_topic, engagement.post_uri.encode(), value, headers)
+            self.routed += 1
 
-    async def observe(self, partition: int, value: bytes) -> list[Awaitable[Any]]:
-        """Count one engagement in its post's window; send the candidates it makes."""
+    async def observe_batch(self, records: Iterable[Any], partitions: Iterable[int], outbox: Outbox) -> None:
+        """Count engagement ``records`` (each with ``partition`` and ``value``) of ``partitions``
+        in their posts' windows; add the window changes and the candidates to ``outbox``."""
+        for partition in partitions:
+            await self.windows.ensure(partition)
+        for record in records:
+            self.observe(record.partition, record.value, outbox)
+
+    def observe(self, partition: int, value: bytes, outbox: Outbox) -> None:
+        """Count one engagement in its post's window (of a partition already ensured)."""
         match decode(value):
             case Success(event):
-                await self.windows.ensure(partition)
                 view = DecodedView(self.windows.view(partition), decode_engagement_window)
                 changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
-                sends = [await self.windows.put(partition, uri, encode_state(window)) for uri, window in changed.items()]
+                for uri, window in changed.items():
+                    self.windows.put(partition, uri, encode_state(window), outbox)
                 for found in decision.value_or(()):
                     self.candidates_found += 1
                     self.log.info("candidate found", strategy=found.strategy, candidate=found.did,
                                   score=found.score, reasons="; ".join(found.reasons))
                     headers = inject_headers([("schema", found.schema_name.encode())])
-                    sends.append(await self.events_topic.send(key=partition_key(found), value=encode(found),
-                                                              headers=headers))
-                return sends
-        return []
+                    outbox.add(self.events_topic, partition_key(found), encode(found), headers)

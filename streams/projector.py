@@ -1,14 +1,15 @@
 """The project stage: domain events from ``growth.events`` into Postgres, exactly once in effect.
 
-Batches are bounded by size (``PROJECTOR_BATCH_SIZE``) and age (``PROJECTOR_BATCH_SECONDS``). Each
-batch is one transaction that also advances the stored (topic, partition, offset) high-water marks
-(``projections.apply_batch``), so a batch delivered again is skipped. A batch is acknowledged to
-Faust only after its transaction committed.
+The stage gets a batch of messages at a time (``streams.source``: what one fetch brought, at
+most ``PROJECTOR_BATCH_SIZE`` per transaction). Each transaction also advances the stored (topic,
+partition, offset) high-water marks (``projections.apply_batch``), so a batch delivered again is
+skipped, and a partition assigned to the worker starts at its mark (:meth:`Projector.positions`).
+Kafka offsets are committed after the transaction, for lag tools only.
 
 When Postgres is down the projector never gives up on a batch and never skips one: it retries
-behind a circuit breaker with growing pauses, and while it waits the agent consumes nothing
-(Faust pauses fetching when the stream buffer is full). When Postgres is back it resumes with
-the same batch.
+behind a circuit breaker with growing pauses, and while it waits the stage consumes nothing
+(the source's channel fills and its fetching waits). When Postgres is back it resumes with the
+same batch.
 """
 
 from __future__ import annotations
@@ -16,34 +17,38 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 from psycopg_pool import AsyncConnectionPool
 
-from projections import BatchResult, Message, QueryStats, RetryPolicy, create_pool, is_transient, project_batch
+from projections import (
+    BatchResult, Message, QueryStats, RetryPolicy, create_pool, is_transient, project_batch, stored_offsets,
+)
 from streams.breaker import BreakerConfig, CircuitBreaker
 from streams.config import Settings
 from streams.log import ContextLogger, get_logger
 from streams.metrics import projection_batch_duration
-from streams.telemetry import extract_context
+from streams.telemetry import extract_context, has_trace_context
 
-__all__ = ["Projector", "ProjectorStats", "PendingMessage"]
+__all__ = ["CONSUMER", "Pending", "Projector", "ProjectorStats"]
 
 CONSUMER = "projector"
 _tracer = trace.get_tracer("bge.projector")
 
 
-@dataclass(frozen=True, slots=True)
-class PendingMessage:
-    """One message of a batch: where it was read, its bytes and its trace headers."""
+class Pending(Protocol):
+    """One message of a batch (an aiokafka ``ConsumerRecord`` is one): where it was read, its
+    bytes and its trace headers."""
 
     topic: str
     partition: int
     offset: int
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 @dataclass
@@ -94,10 +99,28 @@ class Projector:
             await self._pool.close()
             self._pool = None
 
-    async def apply(self, batch: list[PendingMessage]) -> BatchResult:
+    async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Where to start ``partitions`` of ``topic``: the stored marks (Postgres is the
+        truth; Kafka's committed offsets may lag them). When Postgres cannot answer, nothing:
+        the group's committed offsets are at or below the marks, and what is below is skipped."""
+        try:
+            marks = await stored_offsets(self.pool, CONSUMER, topic, timeout_s=10.0)
+        except Exception as exc:  # noqa: BLE001 - the fallback is safe, only slower
+            self.log.warning("projection marks unreadable; starting from committed offsets", error=repr(exc))
+            return {}
+        return {partition: marks[partition] for partition in partitions if partition in marks}
+
+    async def apply_all(self, batch: Sequence[Pending]) -> None:
+        """Apply ``batch`` in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
+        size = max(1, self.settings.projector_batch_size)
+        for start in range(0, len(batch), size):
+            await self.apply(batch[start:start + size])
+
+    async def apply(self, batch: Sequence[Pending]) -> BatchResult:
         """Apply ``batch`` in one transaction, retrying transient failures until it succeeds."""
         links = []
-        for message in batch:
+        traced = [message for message in batch if has_trace_context(message.headers)]
+        for message in traced:
             context = trace.get_current_span(extract_context(message.headers)).get_span_context()
             if context.is_valid:
                 links.append(Link(context))
@@ -112,7 +135,7 @@ class Projector:
             projection_batch_duration(time.perf_counter() - started, outcome="applied")
             span.set_attributes({"applied": result.applied, "skipped": result.skipped,
                                  "dead_lettered": result.dead_lettered, "duration_ms": result.duration_s * 1000})
-        self._trace_each(batch)
+        self._trace_each(traced)
         self.stats.batches += 1
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
@@ -141,7 +164,7 @@ class Projector:
             attempt += 1
             await asyncio.sleep(max(delay, self.breaker.retry_after() or 0.0))
 
-    def _trace_each(self, batch: list[PendingMessage]) -> None:
+    def _trace_each(self, batch: Sequence[Pending]) -> None:
         """A short span per message inside that message's own trace, so one event's trace
         reaches its database write."""
         for message in batch:

@@ -6,9 +6,9 @@ only part of the changelog applied (``tests/integration/test_strategy_state.py``
 store does one thing, in the open:
 
 - ``view(partition)`` is the state of one input partition, a plain mapping the domain reads;
-- ``put(partition, key, value)`` updates it and sends the value to the same partition of the
-  changelog topic ``<prefix>state.<name>`` (compacted), returning the send's acknowledgement, which
-  the agent awaits with the rest of its batch before acknowledging the input events;
+- ``put(partition, key, value, outbox)`` updates it and adds the value for the same partition of
+  the changelog topic ``<prefix>state.<name>`` (compacted) to the stage's outbox, which is sent
+  and acknowledged with the rest of its batch before the input's offsets are committed;
 - the first time an agent touches a partition, ``ensure(partition)`` reads that changelog partition
   from the beginning to its end offset; when Faust revokes partitions, ``forget`` drops them, so a
   partition that comes back is read again (another worker may have changed it meanwhile).
@@ -16,7 +16,7 @@ store does one thing, in the open:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from returns.result import Result
@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.config import Settings
-from streams.kafka import new_reader
+from streams.kafka import Outbox, Sender, new_reader
 from streams.log import ContextLogger, get_logger
 
 __all__ = ["ChangelogState", "DecodedView"]
@@ -63,14 +63,13 @@ class DecodedView(Mapping[str, V], Generic[V]):
 class ChangelogState:
     """The keyed state of one agent (see the module docstring)."""
 
-    def __init__(self, name: str, settings: Settings, producer: Callable[[], Any], *,
+    def __init__(self, name: str, settings: Settings, sender: Sender, *,
                  logger: ContextLogger | None = None) -> None:
-        """``producer()`` returns the started aiokafka producer to send changelog records with
-        (its ``send`` returns the acknowledgement), looked up when first needed."""
+        """``sender`` sends the changelog records (the stage's outboxes go through it)."""
         self.name = name
         self.settings = settings
         self.topic = settings.topic(f"state.{name}")
-        self._producer = producer
+        self._sender = sender
         self._partitions: dict[int, dict[str, bytes]] = {}
         self._topic_ready = False
         self.log = logger or get_logger("state").child(name)
@@ -86,20 +85,21 @@ class ChangelogState:
         """Recover ``partition`` from the changelog unless it is already held."""
         if partition not in self._partitions:
             self._partitions[partition] = await self._recover(partition)
+            await self._sender.open(self.topic)
 
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._partitions.pop(partition, None)
 
-    async def put(self, partition: int, key: str, value: bytes | None) -> Awaitable[Any]:
-        """Set (or, with ``None``, delete) ``key`` in ``partition``; returns the changelog send's
-        acknowledgement."""
+    def put(self, partition: int, key: str, value: bytes | None, outbox: Outbox) -> None:
+        """Set (or, with ``None``, delete) ``key`` in ``partition``, and add the changelog record
+        to ``outbox``."""
         data = self._partitions[partition]
         if value is None:
             data.pop(key, None)
         else:
             data[key] = value
-        return await self._producer().send(self.topic, value=value, key=key.encode(), partition=partition)
+        outbox.add(self.topic, key.encode(), value, partition=partition)
 
     async def _create_topic(self) -> None:
         if self._topic_ready:

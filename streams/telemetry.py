@@ -87,6 +87,11 @@ def inject_headers(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return headers
 
 
+def has_trace_context(headers: Iterable[tuple[str, bytes]] | None) -> bool:
+    """Whether Kafka ``headers`` carry a W3C trace context (cheaper than extracting none)."""
+    return any(key == "traceparent" for key, _ in headers or ())
+
+
 def extract_context(headers: Iterable[tuple[str, bytes]] | None) -> otel_context.Context:
     """The trace context carried by Kafka ``headers`` (an empty context when none)."""
     carrier = {k: v.decode("latin-1") for k, v in headers or () if k in ("traceparent", "tracestate")}

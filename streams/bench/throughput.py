@@ -144,24 +144,12 @@ async def bench_ingest(opts: Options, n: int) -> list[Figure]:
 # --- collect ------------------------------------------------------------------------------
 
 
-class _SendTo:
-    """What the Collector needs of a Faust topic: ``send(key, value, headers)`` → an ack."""
-
-    def __init__(self, producer: Any, topic: str) -> None:
-        self.producer = producer
-        self.topic = topic
-
-    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        return await self.producer.send(self.topic, value=value, key=key, headers=headers)
-
-
 class MemoryState:
     """The interface of :class:`streams.state.ChangelogState` held in memory, without a changelog
     (``ensure``, ``view``, ``put``, ``forget``): for running the Collector without Kafka."""
 
     def __init__(self) -> None:
         self._partitions: dict[int, dict[str, bytes]] = {}
-        self._done: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return sum(len(data) for data in self._partitions.values())
@@ -176,48 +164,42 @@ class MemoryState:
         for partition in partitions:
             self._partitions.pop(partition, None)
 
-    async def put(self, partition: int, key: str, value: bytes | None) -> Any:
+    def put(self, partition: int, key: str, value: bytes | None, outbox: Any) -> None:
         data = self._partitions[partition]
         if value is None:
             data.pop(key, None)
         else:
             data[key] = value
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
-            self._done.set_result(None)
-        return self._done
 
 
 class _Capture:
-    """A topic that keeps what is sent (for domain events without Kafka)."""
+    """An outbox that keeps what is added for one topic (domain events without Kafka)."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
         self.sent: list[tuple[bytes | None, bytes]] = []
-        self._done: asyncio.Future[None] | None = None
 
-    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        self.sent.append((key, value))
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
-            self._done.set_result(None)
-        return self._done
+    def add(self, topic: str, key: bytes | None, value: bytes, headers: Any = (), partition: int | None = None) -> None:
+        if topic == self.topic:
+            self.sent.append((key, value))
 
 
-async def collector_direct(settings: Settings, raw: str, out: str, dlq: str, n: int, batch_size: int) -> dict[str, Any]:
+async def collector_direct(settings: Settings, raw: str, out: str, dlq: str, n: int) -> dict[str, Any]:
     """The collect code (:class:`~streams.collect.Collector`) fed by a plain aiokafka consumer and
-    sending with an aiokafka producer configured like the worker's (lz4, linger 5 ms, acks all);
-    batches of ``COLLECT_BATCH_SIZE`` wait for their acks, as the agent does. No Faust; the
-    account memory is held in memory (:class:`MemoryState`, no changelog)."""
+    sending through the worker's :class:`~streams.kafka.Sender` (an outbox per fetch, awaited
+    before the next). No Faust and no source; the account memory is held in memory
+    (:class:`MemoryState`, no changelog)."""
     from domain.growth import StrategyConfig
     from streams.collect import Collector
+    from streams.kafka import Sender, delivered
 
-    producer = new_producer(settings, linger_ms=5, enable_idempotence=False, max_batch_size=1_048_576)
-    await producer.start()
+    sender = Sender(settings, client_id="bge-bench-collector")
+    await sender.start()
+    await sender.open(out, dlq)
     reader = new_reader(settings, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
                         client_id="bge-bench-collector")
     await reader.start()
-    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=_SendTo(producer, out),
-                          dlq_topic=_SendTo(producer, dlq))
+    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=out, dlq_topic=dlq)
     try:
         from aiokafka import TopicPartition
 
@@ -228,16 +210,16 @@ async def collector_direct(settings: Settings, raw: str, out: str, dlq: str, n: 
         started = time.perf_counter()
         done = 0
         while done < n:
-            for tp, messages in (await reader.getmany(timeout_ms=500, max_records=batch_size)).items():
-                acks: list[Any] = []
-                for m in messages:
-                    acks += await collector.handle(m.topic, m.partition, m.offset, m.value, list(m.headers or ()))
-                await asyncio.gather(*acks)
+            fetched = await reader.getmany(timeout_ms=500, max_records=5_000)
+            outbox = sender.outbox()
+            for tp, messages in fetched.items():
+                await collector.handle_batch(messages, [tp.partition], outbox)
                 done += len(messages)
+            await delivered(sender.submit(outbox))
         elapsed = time.perf_counter() - started
     finally:
         await reader.stop()
-        await producer.stop()
+        await sender.stop()
     return {"events": done, "seconds": elapsed, "rate": done / elapsed, "domain_events": collector.stats.domain_events}
 
 
@@ -306,8 +288,7 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
                 opts.log(f"collect baseline (Quix Streams): {quix['rate']:,.0f} events/s")
 
             direct = await collector_direct(corner.settings, raw, corner.topic("bench.direct.growth.events"),
-                                            corner.topic("bench.direct.growth.dlq"), n,
-                                            corner.settings.collect_batch_size)
+                                            corner.topic("bench.direct.growth.dlq"), n)
             figures.append(Figure("collect", "Collector class, aiokafka, no Faust (in-process)", direct["rate"],
                                   "events/s", baseline=plain_label,
                                   notes=f"{direct['domain_events'] / max(direct['events'], 1):.2f} domain events per raw event",
@@ -361,11 +342,13 @@ async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int
     from projections import Message
     from streams.collect import Collector
 
-    events, dlq = _Capture(), _Capture()
-    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic=events, dlq_topic=dlq)
+    events = _Capture("events")
+    accounts = MemoryState()
+    collector = Collector(config=StrategyConfig(), accounts=accounts, events_topic="events", dlq_topic="dlq")
+    await accounts.ensure(0)
     with _collect_log_quieted():  # the dead letters are expected
         for offset, line in enumerate(lines):
-            await collector.handle("raw", 0, offset, line, [])
+            collector.handle("raw", 0, offset, line, (), events)
     next_offset = [0] * partitions
     messages = []
     for key, value in events.sent:
