@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from returns.result import safe
@@ -40,6 +39,7 @@ from domain.records import (
     VideoEmbed,
 )
 from domain.syntax import record_uri, split_record_uri
+from domain.values import value
 
 POST_COLLECTION = "app.bsky.feed.post"
 MAX_HASHTAG_LENGTH = 64
@@ -53,7 +53,7 @@ _URL_TRAILING = ".,;:!?'\"”’»…"
 _TRUNCATION_MARKS = ("...", "…")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Enrichment:
     """The enrichment of one post (see the module docstring)."""
 

@@ -23,7 +23,6 @@ the row, and what it counted, through it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -33,10 +32,11 @@ from returns.result import Failure, Result, Success, safe
 
 from domain.identity import Source, domain_event_id
 from domain.rejections import Rejection, RejectionCode, describe_validation_error
+from domain.values import value
 
 # Domain events and their values are frozen, slotted dataclasses: cheap to build on the hot
-# path, serialised natively by orjson, validated by pydantic only when decoded.
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+# path (see domain.values), serialised natively by orjson, validated by pydantic only when decoded.
+_frozen = value(kw_only=True)
 
 E = TypeVar("E", bound="DomainEvent")
 

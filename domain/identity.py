@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
 from typing import Literal
+
+from domain.values import value
 
 
 DOMAIN_EVENT_NAMESPACE = uuid.UUID("6b3e4892-82f6-5e97-a20a-54b29d6a16b0")
@@ -24,7 +25,7 @@ DOMAIN_EVENT_NAMESPACE = uuid.UUID("6b3e4892-82f6-5e97-a20a-54b29d6a16b0")
 SourceKind = Literal["commit", "identity", "account"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SourceCoordinates:
     """Where the runtime read a raw event: Kafka topic, partition and offset."""
 
@@ -43,7 +44,7 @@ def sequence_source_id(did: str, kind: str, seq: int) -> str:
     return f"{kind}|{did}|{seq}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Source:
     """The source event a domain event derives from, and where it was read."""
 

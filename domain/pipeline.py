@@ -12,7 +12,7 @@ any I/O: configuration, state and time come in as arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from returns.result import Result
 
@@ -36,9 +36,10 @@ from domain.growth import (
 from domain.identity import Source, SourceCoordinates
 from domain.jetstream import JetstreamEvent, parse_event
 from domain.rejections import Rejection
+from domain.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outcome:
     """Everything one source event produced.
 

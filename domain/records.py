@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic.alias_generators import to_camel
-from returns.result import Failure, Result, safe
+from returns.result import Failure, Result, Success
 
 from domain.rejections import Rejection, RejectionCode, describe_validation_error
 from domain.syntax import AtUri, Did, RecordAtUri, split_record_uri
@@ -500,19 +500,14 @@ def is_collected(collection: str) -> bool:
     return collection in RECORD_MODELS
 
 
-@safe(exceptions=(ValidationError,))
-def _validate(model: type[Record], data: object) -> Record:
-    return model.model_validate(data)
+_VALIDATORS = {collection: model.__pydantic_validator__ for collection, model in RECORD_MODELS.items()}
+"""The compiled validator of each record model (``model_validate`` without its Python wrapper)."""
 
 
-def _record_rejection(collection: str):  # type: ignore[no-untyped-def]
-    def reject(error: ValidationError) -> Rejection:
-        return Rejection(
-            RejectionCode.INVALID_RECORD,
-            f"{collection} record breaks its lexicon: {describe_validation_error(error)}",
-        )
-
-    return reject
+def _invalid_record(collection: str, error: ValidationError) -> Rejection:
+    return Rejection(
+        RejectionCode.INVALID_RECORD, f"{collection} record breaks its lexicon: {describe_validation_error(error)}"
+    )
 
 
 def parse_record(collection: str, data: object) -> Result[Record, Rejection]:
@@ -521,12 +516,15 @@ def parse_record(collection: str, data: object) -> Result[Record, Rejection]:
     ``Failure`` with ``unsupported_collection`` when the collection is not collected, or
     ``invalid_record`` when the record breaks its lexicon. Never raises.
     """
-    model = RECORD_MODELS.get(collection)
-    if model is None:
+    validator = _VALIDATORS.get(collection)
+    if validator is None:
         return Failure(
             Rejection(RejectionCode.UNSUPPORTED_COLLECTION, f"{collection} is not a collected collection")
         )
-    return _validate(model, data).alt(_record_rejection(collection))
+    try:  # on the hot path: a plain try costs less than @safe and .alt
+        return Success(validator.validate_python(data))
+    except ValidationError as error:
+        return Failure(_invalid_record(collection, error))
 
 
 __all__ = [
