@@ -84,6 +84,14 @@ class Route:
     on_revoked: Callable[[list[int]], None] | None = None
     delivered: int = field(default=0)  # records handed to the stage
     settled: int = field(default=0)  # records whose effect is durable (metrics read it)
+    # fetched batches waiting for the stage's channel; past BACKLOG_PAUSE the topic's fetching pauses
+    backlog: asyncio.Queue[Batch] = field(default_factory=asyncio.Queue)
+    paused: bool = False
+
+
+BACKLOG_PAUSE = 2
+"""Batches waiting for one stage before its topic stops being fetched: a stage that is behind
+never holds up another one's input (one worker runs collect and project side by side)."""
 
 
 class BatchedSource(ConsumerRebalanceListener):
@@ -91,7 +99,7 @@ class BatchedSource(ConsumerRebalanceListener):
     :meth:`start`; stages iterate :meth:`batches` and :meth:`settle` each batch."""
 
     def __init__(self, settings: Settings, group: str, *, on_fatal: Callable[[BaseException], Awaitable[Any]],
-                 max_records: int = 5_000, commit_interval_s: float = 1.0, drain_timeout_s: float = 60.0,
+                 max_records: int = 2_000, commit_interval_s: float = 1.0, drain_timeout_s: float = 60.0,
                  logger: ContextLogger | None = None) -> None:
         self._settings = settings
         self.group = group
@@ -109,7 +117,7 @@ class BatchedSource(ConsumerRebalanceListener):
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = asyncio.Queue(maxsize=32)
+        self._settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = asyncio.Queue(maxsize=4)
         self._durable: dict[TopicPartition, int] = {}  # offsets safe to commit
         self._committed: dict[TopicPartition, int] = {}
         self._failed: BaseException | None = None
@@ -127,14 +135,21 @@ class BatchedSource(ConsumerRebalanceListener):
             client_id=f"{self.group}-source",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4_194_304,
+            # what is fetched waits in memory: a few batches ahead of the stages, not a backlog
+            fetch_max_bytes=8_388_608,
+            max_partition_fetch_bytes=1_048_576,
+            # at a low rate, let the broker gather a batch worth a transaction (50 ms at most)
+            fetch_min_bytes=65_536,
+            fetch_max_wait_ms=50,
         )
         consumer.subscribe(list(self.routes), listener=self)
         await consumer.start()
         self._consumer = consumer
         self._tasks = [asyncio.create_task(self._fetch(), name="source-fetch"),
                        asyncio.create_task(self._settle_in_order(), name="source-settle"),
-                       asyncio.create_task(self._commit_periodically(), name="source-commit")]
+                       asyncio.create_task(self._commit_periodically(), name="source-commit"),
+                       *(asyncio.create_task(self._deliver(topic, route), name=f"source-deliver-{topic}")
+                         for topic, route in self.routes.items())]
         for task in self._tasks:
             task.add_done_callback(self._on_task_done)
 
@@ -217,6 +232,8 @@ class BatchedSource(ConsumerRebalanceListener):
             for partition, offset in (await route.on_assigned(partitions)).items():
                 if consumer is not None:
                     consumer.seek(TopicPartition(topic, partition), offset)
+        for route in self.routes.values():
+            route.paused = False  # a new assignment starts unpaused
         self._owned.update(assigned)
         self._revoking = False
         self.log.info("partitions assigned", group=self.group, partitions=len(assigned))
@@ -227,7 +244,7 @@ class BatchedSource(ConsumerRebalanceListener):
         assert self._consumer is not None
         consumer = self._consumer
         while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            fetched = await consumer.getmany(timeout_ms=100, max_records=self._max_records)
             if self._revoking or self._failed is not None or not fetched:
                 continue
             by_topic: dict[str, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
@@ -238,8 +255,25 @@ class BatchedSource(ConsumerRebalanceListener):
                 records = [record for _, part in parts for record in part]
                 batch = Batch(topic, records, self._generation, {tp.partition: part[-1].offset + 1 for tp, part in parts})
                 route = self.routes[topic]
-                route.delivered += len(records)
-                await route.channel.send(value=batch)
+                route.backlog.put_nowait(batch)
+                if route.backlog.qsize() >= BACKLOG_PAUSE and not route.paused:
+                    route.paused = True
+                    consumer.pause(*self._assigned(topic))
+
+    async def _deliver(self, topic: str, route: Route) -> None:
+        """Hand ``topic``'s fetched batches to its stage, one at a time (the channel is a few
+        batches deep), and let its fetching resume once the backlog is short again."""
+        while True:
+            batch = await route.backlog.get()
+            route.delivered += len(batch.records)
+            await route.channel.send(value=batch)
+            if route.paused and route.backlog.qsize() < BACKLOG_PAUSE and self._consumer is not None:
+                route.paused = False
+                self._consumer.resume(*self._assigned(topic))
+
+    def _assigned(self, topic: str) -> list[TopicPartition]:
+        assert self._consumer is not None
+        return [tp for tp in self._consumer.assignment() if tp.topic == topic]
 
     async def _settle_in_order(self) -> None:
         while True:
