@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from returns.result import Result, Success, safe
+from returns.result import Result, Success
 
 from domain import events as ev
 from domain.enrichment import POST_COLLECTION, Enrichment, embed_type, enrich_post
@@ -65,19 +65,20 @@ def hour_and_weekday(time_us: int) -> tuple[int, int]:
     return (seconds // 3_600) % 24, (days + 3) % 7 + 1  # 1970-01-01 was a Thursday (4)
 
 
-@safe(exceptions=(ValueError, OverflowError))
-def _parse_datetime(value: str) -> int:
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def datetime_to_us(value: str) -> int | None:
     """Microseconds since the epoch of an ISO 8601 / RFC 3339 datetime, ``None`` if it is not one
     (``createdAt`` is client-supplied and may be anything)."""
-    return _parse_datetime(value).value_or(None)
+    try:  # once per post: a plain try costs less than @safe
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        delta = moment - _EPOCH
+    except (ValueError, OverflowError):
+        return None
+    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
 
 
 # --- every event ---------------------------------------------------------------------------
@@ -140,13 +141,14 @@ def on_post(event: CommitEvent, source: Source, post: Post) -> list[ev.DomainEve
     created = event.commit.operation == "create"
     enrichment = enrich_post(event.did, event.commit.rkey, post)
     written = ev.PostCreated if created else ev.PostUpdated
+    uri = event.uri
     out: list[ev.DomainEvent] = [
         written(id=event_id(source, written), source=source, did=source.did, **_post_fields(event, post, enrichment)),
         ev.PostEnriched(
             id=event_id(source, ev.PostEnriched),
             source=source,
             did=source.did,
-            uri=event.uri,
+            uri=uri,
             thread=enrichment.thread,
             mentions=enrichment.mentions,
             hashtags=enrichment.hashtags,
@@ -158,21 +160,30 @@ def on_post(event: CommitEvent, source: Source, post: Post) -> list[ev.DomainEve
         ),
     ]
     if created and post.reply is not None:
+        thread = enrichment.thread  # the reply's root and parent, their DIDs already split off
         out.append(
-            ev.ReplyAdded.derive(
-                source,
-                uri=event.uri,
-                parent_uri=post.reply.parent.uri,
-                parent_did=post.reply.parent.did,
-                root_uri=post.reply.root.uri,
-                root_did=post.reply.root.did,
+            ev.ReplyAdded(
+                id=event_id(source, ev.ReplyAdded),
+                source=source,
+                did=source.did,
+                uri=uri,
+                parent_uri=thread.parent_uri,
+                parent_did=thread.parent_did,
+                root_uri=thread.root_uri,
+                root_did=thread.root_did,
             )
         )
     if created and enrichment.quote is not None:
         quote = enrichment.quote
         out.append(
-            ev.QuoteAdded.derive(
-                source, uri=event.uri, subject_uri=quote.uri, subject_did=quote.did, subject_cid=quote.cid
+            ev.QuoteAdded(
+                id=event_id(source, ev.QuoteAdded),
+                source=source,
+                did=source.did,
+                uri=uri,
+                subject_uri=quote.uri,
+                subject_did=quote.did,
+                subject_cid=quote.cid,
             )
         )
     return out

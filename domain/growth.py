@@ -328,10 +328,12 @@ def interactions_with_targets(collected: Collected, config: EngagementWithTarget
     for event in collected.events:
         if not isinstance(event, _INTERACTION_EVENTS):  # most events: one check instead of six
             continue
-        if isinstance(event, LikeAdded) and event.subject_did in targets:
-            found.append(Interaction(event.subject_did, config.like_weight, f"liked {event.subject_uri}"))
-        elif isinstance(event, RepostAdded) and event.subject_did in targets:
-            found.append(Interaction(event.subject_did, config.repost_weight, f"reposted {event.subject_uri}"))
+        if isinstance(event, LikeAdded):
+            if event.subject_did in targets:
+                found.append(Interaction(event.subject_did, config.like_weight, f"liked {event.subject_uri}"))
+        elif isinstance(event, RepostAdded):
+            if event.subject_did in targets:
+                found.append(Interaction(event.subject_did, config.repost_weight, f"reposted {event.subject_uri}"))
         elif isinstance(event, ReplyAdded):
             if event.parent_did in targets:
                 found.append(Interaction(event.parent_did, config.reply_weight, f"replied to {event.parent_uri}"))
@@ -347,6 +349,8 @@ def interactions_with_targets(collected: Collected, config: EngagementWithTarget
             )
         elif isinstance(event, FollowAdded) and event.subject_did in targets:
             found.append(Interaction(event.subject_did, config.follow_weight, f"followed {event.subject_did}"))
+    if not found:
+        return found
     return [interaction for interaction in found if interaction.target != actor]
 
 
@@ -403,6 +407,7 @@ class PostView:
 _NOT_A_NEW_POST = Failure(Declined(INTERESTS, "not_a_post", "not a new post"))
 _NO_INTERESTS = Failure(Declined(INTERESTS, "no_interests", "no keywords or hashtags configured"))
 _NO_LANGUAGE = Failure(Declined(INTERESTS, "language", "the post declares no language"))
+_NO_MATCH = Failure(Declined(INTERESTS, "no_match", "no configured keyword or hashtag in the post"))
 
 
 def find_new_post(collected: Collected) -> PostView | None:
@@ -456,7 +461,7 @@ def match_interests(config: InterestsConfig, post: PostView) -> Result[InterestM
         keywords = tuple(dict.fromkeys(keyword_pattern(config.keywords).findall(normalise_text(post.created.text))))
     hashtags = tuple(tag for tag in post.enriched.hashtags if tag in config.hashtags)
     if not keywords and not hashtags:
-        return Failure(Declined(INTERESTS, "no_match", "no configured keyword or hashtag in the post"))
+        return _NO_MATCH
     return Success(InterestMatch(post, keywords, hashtags))
 
 
@@ -668,6 +673,7 @@ def popular_content(
     if not engagements:
         return {}, _NOT_ENGAGEMENT
     changed: dict[str, EngagementWindow] = {}
+    scores: dict[str, float] = {}
     found: list[CandidateFound] = []
     time_us = collected.source.time_us
     for engagement in engagements:
@@ -681,9 +687,10 @@ def popular_content(
             reason = f"{uri}: {_describe(window, config)} (score {score:g} >= {config.threshold:g})"
             found.append(candidate(collected.source, POPULAR_CONTENT, window.author_did, score, (reason,), uri))
         changed[uri] = window
+        scores[uri] = score  # the score of the window kept: the same buckets
     if found:
         return changed, Success(tuple(found))
-    best = max(window_score(window, config) for window in changed.values())
+    best = max(scores.values())
     return changed, Failure(
         Declined(POPULAR_CONTENT, "below_threshold", f"engagement score {best:g} below {config.threshold:g} or already reported")
     )
