@@ -62,7 +62,11 @@ def setup_tracing(role: str) -> TracerProvider:
 
 
 def instrument_psycopg() -> None:
-    """Trace every Postgres statement (opentelemetry-instrumentation-psycopg), once per process."""
+    """Trace every Postgres statement (opentelemetry-instrumentation-psycopg), once per process;
+    nothing with ``OTEL_SDK_DISABLED=true`` (the wrapper would cost each statement a parse of its
+    text for spans that are never made)."""
+    if sdk_disabled():
+        return
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
     instrumentor = PsycopgInstrumentor()
