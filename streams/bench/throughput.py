@@ -295,24 +295,31 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
                                   extra=direct))
             opts.log(f"collect (Collector without Faust): {direct['rate']:,.0f} events/s")
 
-            worker = corner.worker().start()
-            sampler = RssSampler().start()
-            sampler.watch("worker", lambda: worker.pid)
-            try:
-                result = await slope(lambda: kafka.committed_total(corner.worker_group, raw), n, timeout=timeout,
-                                     interval=0.25, alive=lambda: worker.alive)
-            finally:
-                await sampler.stop()
-                worker.stop()
-            rate = result["rate"]
-            figures.append(Figure(
-                "collect", "bge worker: raw events collected (every agent in one process)", rate, "events/s",
-                baseline=quix_label, target=targets.COLLECT.text,
-                met=targets.COLLECT.met(rate, quix["rate"] if quix else None),
-                notes=(f"{rate / quix['rate']:.2f}x Quix; " if quix else "") + f"peak RSS {sampler.peak_mb('worker') or 0:.0f} MB",
-                extra={**result, "peak_rss_mb": sampler.peak_mb("worker")},
-            ))
-            opts.log(f"collect (bge worker): {rate:,.0f} events/s")
+            # the target's process: a worker running the collect stage only (its own group),
+            # then, for the record, the default worker with every agent sharing the process
+            for agents, group, label in (
+                (["collect"], f"{corner.worker_group}-collect", "bge worker running the collect stage (WORKER_AGENTS=collect)"),
+                (None, corner.worker_group, "bge worker with every agent in one process (default)"),
+            ):
+                worker = (corner.worker(worker_agents=agents) if agents else corner.worker()).start()
+                sampler = RssSampler().start()
+                sampler.watch("worker", lambda: worker.pid)
+                try:
+                    result = await slope(lambda: kafka.committed_total(group, raw), n, timeout=timeout,
+                                         interval=0.25, alive=lambda: worker.alive)
+                finally:
+                    await sampler.stop()
+                    worker.stop()
+                rate = result["rate"]
+                targeted = agents is not None
+                figures.append(Figure(
+                    "collect", label + ": raw events collected", rate, "events/s",
+                    baseline=quix_label, target=targets.COLLECT.text if targeted else None,
+                    met=targets.COLLECT.met(rate, quix["rate"] if quix else None) if targeted else None,
+                    notes=(f"{rate / quix['rate']:.2f}x Quix; " if quix else "") + f"peak RSS {sampler.peak_mb('worker') or 0:.0f} MB",
+                    extra={**result, "peak_rss_mb": sampler.peak_mb("worker")},
+                ))
+                opts.log(f"collect ({label}): {rate:,.0f} events/s")
         return figures
     finally:
         await corner.cleanup()
