@@ -475,9 +475,11 @@ def interest_candidate(source: Source, config: InterestsConfig, match: InterestM
 
 def interests(collected: Collected, config: InterestsConfig) -> Decision:
     """The author of a post matching configured keywords or hashtags is a candidate."""
+    post = require_new_post(collected, config)
+    if isinstance(post, Failure):
+        return post  # most events create no post: declined before the rest of the railway is built
     return (
-        require_new_post(collected, config)
-        .bind(partial(require_language, config))
+        post.bind(partial(require_language, config))
         .bind(partial(match_interests, config))
         .map(partial(interest_candidate, collected.source, config))
     )
@@ -571,11 +573,11 @@ def newcomers(
     if is_inactive(collected):
         return current, _INACTIVE
     signals = newcomer_signals(collected, memory is None, config)
-    decision = require_stronger_signal(current, signals).map(partial(newcomer_candidate, collected.source))
-    found = decision.value_or(())
-    if found:
-        current = AccountMemory(first_seen_us=current.first_seen_us, reported_score=found[0].score)
-    return current, decision
+    decision = require_stronger_signal(current, signals)
+    if isinstance(decision, Failure):
+        return current, decision
+    found = newcomer_candidate(collected.source, decision.unwrap())
+    return AccountMemory(first_seen_us=current.first_seen_us, reported_score=found[0].score), Success(found)
 
 
 # --- popular_content -----------------------------------------------------------------------
