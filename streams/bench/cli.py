@@ -9,6 +9,7 @@
     bge bench latency --seconds 30 --json out.json  # 1k/s untraced and traced, 5k/s untraced
     bge bench latency --rate 2000 --tracing 0.01    # chosen rates, one tracing mode
     bge bench catchup --events 500000               # a raw backlog drained to rows by bge worker
+    bge bench domain                                # process() per raw event, pure CPU (needs no service)
 
 Needs the local stack (``infra/stack up``); the Quix Streams baseline needs its own venv
 (``infra/bench/quix-venv``). Exit code 0 when every bench ran (targets met or not), 1 when the
@@ -37,7 +38,7 @@ from streams.bench.harness import ROOT, Figure, Options
 
 __all__ = ["BENCHES", "build_parser", "main", "render", "run"]
 
-BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak")
+BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak", "domain")
 
 DEFAULT_EVENTS = {
     "ingest": 100_000,
@@ -47,6 +48,7 @@ DEFAULT_EVENTS = {
     "catchup": 500_000,
     "memory": 100_000,
     "soak": 50_000,
+    "domain": 50_000,
 }
 
 
@@ -99,6 +101,7 @@ def _check_loopback() -> None:
 
 async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     from streams.bench import catchup, pipeline, soak, throughput
+    from streams.bench import domain as domain_bench
 
     def events(name: str) -> int:
         return args.events or DEFAULT_EVENTS[name]
@@ -116,6 +119,7 @@ async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> 
         "soak": lambda: soak.bench_soak(opts, events("soak"), accounts=args.accounts,
                                         restart_kafka=not args.no_kafka_restart,
                                         restart_postgres=not args.no_postgres_restart),
+        "domain": lambda: domain_bench.bench_domain(opts, events("domain")),
     }
     for name in names:
         opts.log(f"--- {name}")
