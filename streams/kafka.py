@@ -143,7 +143,8 @@ class Sender:
 
     def __init__(self, settings: Settings, **overrides: object) -> None:
         self._settings = settings
-        self._options = {"client_id": "bge-worker", **overrides}
+        compression = None if settings.kafka_compression == "none" else settings.kafka_compression
+        self._options = {"client_id": "bge-worker", "compression_type": compression, **overrides}
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = KeyPartitioner()
         self._partitions: dict[str, list[int]] = {}

@@ -99,12 +99,12 @@ class BatchedSource(ConsumerRebalanceListener):
     :meth:`start`; stages iterate :meth:`batches` and :meth:`settle` each batch."""
 
     def __init__(self, settings: Settings, group: str, *, on_fatal: Callable[[BaseException], Awaitable[Any]],
-                 max_records: int = 2_000, commit_interval_s: float = 1.0, drain_timeout_s: float = 60.0,
+                 commit_interval_s: float = 1.0, drain_timeout_s: float = 60.0,
                  logger: ContextLogger | None = None) -> None:
         self._settings = settings
         self.group = group
         self._on_fatal = on_fatal
-        self._max_records = max_records
+        self._max_records = settings.stage_batch_size
         self._commit_interval_s = commit_interval_s
         self._drain_timeout_s = drain_timeout_s
         self.log = logger or get_logger("source")
@@ -138,9 +138,9 @@ class BatchedSource(ConsumerRebalanceListener):
             # what is fetched waits in memory: a few batches ahead of the stages, not a backlog
             fetch_max_bytes=8_388_608,
             max_partition_fetch_bytes=1_048_576,
-            # at a low rate, let the broker gather a batch worth a transaction (50 ms at most)
+            # at a low rate, let the broker gather a batch worth a transaction (STAGE_BATCH_WAIT_MS at most)
             fetch_min_bytes=65_536,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=self._settings.stage_batch_wait_ms,
         )
         consumer.subscribe(list(self.routes), listener=self)
         await consumer.start()
