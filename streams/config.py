@@ -199,12 +199,12 @@ class Settings(BaseSettings):
         description="The agents a worker runs (collect, popularity, project; default all). A worker running "
                     "some of them is its own consumer group, so stages scale over processes and cores.",
     )
-    stage_batch_size: int = Field(2000, ge=1, le=100_000,
+    stage_batch_size: int = Field(5000, ge=1, le=100_000,
                                   description="The most records one fetch of the worker's batched source hands a stage.")
     stage_batch_wait_ms: int = Field(50, ge=0, le=10_000,
                                      description="How long the broker may hold a fetch to fill it when the input is "
                                                  "slow: bounds the latency a stage adds to batch its input.")
-    projector_batch_size: int = Field(2000, ge=1, le=100_000,
+    projector_batch_size: int = Field(5000, ge=1, le=100_000,
                                       description="The most messages one projection transaction applies.")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none", description="Compression of what the worker's stages send (lz4 cost 13% of a collect worker's CPU).")
