@@ -101,7 +101,7 @@ def _check_loopback() -> None:
 
 async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     from streams.bench import catchup, pipeline, soak, throughput
-    from streams.bench import domain as domain_bench
+    from streams.bench import domain_cost as domain_bench
 
     def events(name: str) -> int:
         return args.events or DEFAULT_EVENTS[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.bench import domain as domain_bench
+from streams.bench import domain_cost as domain_bench
 from streams.bench.cli import BENCHES, DEFAULT_EVENTS
 from streams.bench.harness import Options
 

@@ -142,3 +142,12 @@ def test_catchup_needs_the_raw_topic_committed_and_some_domain_events():
     assert not clock.observe(4.0, committed_raw=100, growth_end=0, projected=0)
     assert not clock.observe(5.0, committed_raw=100, growth_end=0, projected=0)
     assert clock.done_s is None
+
+
+def test_no_bench_module_shadows_a_top_level_package_for_the_quix_baseline() -> None:
+    # the Quix Streams baseline runs as a script from streams/bench/, which puts that folder first on
+    # sys.path: a module there named like a top-level package would be imported instead of it
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "streams" / "bench"
+    assert [name for name in ("domain", "projections", "streams") if (bench / f"{name}.py").exists()] == []
