@@ -172,9 +172,9 @@ def create_app(settings: Settings) -> GrowthApp:
     projector = app.projector = Projector(settings, logger=log.child("projector"))
 
     def stage_input(agent: str, **hooks: Any) -> faust.ChannelT:
-        """The channel the source hands ``agent`` its input batches on (a few batches deep: the
-        source's fetching waits when the stage is behind)."""
-        channel = BatchChannel(app, maxsize=4)
+        """The channel the source hands ``agent`` its input batches on (one batch deep: the next
+        one waits in the source, and its topic's fetching pauses, while the stage is behind)."""
+        channel = BatchChannel(app, maxsize=1)
         source.route(settings.topic(AGENT_INPUTS[agent]), Route(channel, **hooks))
         return channel
 

@@ -57,7 +57,7 @@ class BatchChannel(faust.Channel):
     @property
     def queue(self) -> ThrowableQueue:
         if self._queue is None:
-            self._queue = ThrowableQueue(maxsize=self.maxsize or 4,
+            self._queue = ThrowableQueue(maxsize=self.maxsize or 1,
                                          flow_control=FlowControlEvent(initially_suspended=False))
         return self._queue
 
@@ -89,9 +89,10 @@ class Route:
     paused: bool = False
 
 
-BACKLOG_PAUSE = 2
+BACKLOG_PAUSE = 1
 """Batches waiting for one stage before its topic stops being fetched: a stage that is behind
-never holds up another one's input (one worker runs collect and project side by side)."""
+never holds up another one's input (one worker runs collect and project side by side), and what
+waits in memory stays a batch or two per stage."""
 
 
 class BatchedSource(ConsumerRebalanceListener):
@@ -117,7 +118,7 @@ class BatchedSource(ConsumerRebalanceListener):
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = asyncio.Queue(maxsize=4)
+        self._settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = asyncio.Queue(maxsize=2)
         self._durable: dict[TopicPartition, int] = {}  # offsets safe to commit
         self._committed: dict[TopicPartition, int] = {}
         self._failed: BaseException | None = None
