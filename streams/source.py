@@ -87,6 +87,9 @@ class Route:
     # fetched batches waiting for the stage's channel; past BACKLOG_PAUSE the topic's fetching pauses
     backlog: asyncio.Queue[Batch] = field(default_factory=asyncio.Queue)
     paused: bool = False
+    # processed batches whose sends are not acknowledged yet; the stage waits when two are
+    settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=2))
 
 
 BACKLOG_PAUSE = 1
@@ -118,7 +121,6 @@ class BatchedSource(ConsumerRebalanceListener):
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._settling: asyncio.Queue[tuple[Batch, Sequence[asyncio.Future[Any]]]] = asyncio.Queue(maxsize=2)
         self._durable: dict[TopicPartition, int] = {}  # offsets safe to commit
         self._committed: dict[TopicPartition, int] = {}
         self._failed: BaseException | None = None
@@ -147,9 +149,10 @@ class BatchedSource(ConsumerRebalanceListener):
         await consumer.start()
         self._consumer = consumer
         self._tasks = [asyncio.create_task(self._fetch(), name="source-fetch"),
-                       asyncio.create_task(self._settle_in_order(), name="source-settle"),
                        asyncio.create_task(self._commit_periodically(), name="source-commit"),
                        *(asyncio.create_task(self._deliver(topic, route), name=f"source-deliver-{topic}")
+                         for topic, route in self.routes.items()),
+                       *(asyncio.create_task(self._settle_in_order(route), name=f"source-settle-{topic}")
                          for topic, route in self.routes.items())]
         for task in self._tasks:
             task.add_done_callback(self._on_task_done)
@@ -204,7 +207,7 @@ class BatchedSource(ConsumerRebalanceListener):
     async def settle(self, batch: Batch, deliveries: Sequence[asyncio.Future[Any]] = ()) -> None:
         """``batch`` was processed; its effect is durable once ``deliveries`` (futures of
         :meth:`streams.kafka.Sender.submit`) succeed. Waits when many batches are still settling."""
-        await self._settling.put((batch, deliveries))
+        await self.routes[batch.topic].settling.put((batch, deliveries))
 
     @property
     def unsettled(self) -> int:
@@ -276,9 +279,11 @@ class BatchedSource(ConsumerRebalanceListener):
         assert self._consumer is not None
         return [tp for tp in self._consumer.assignment() if tp.topic == topic]
 
-    async def _settle_in_order(self) -> None:
+    async def _settle_in_order(self, route: Route) -> None:
+        """One stage's batches, in the order it processed them (a stage waiting for Kafka's
+        acknowledgements never holds up another stage)."""
         while True:
-            batch, deliveries = await self._settling.get()
+            batch, deliveries = await route.settling.get()
             try:
                 for handed in deliveries:
                     await (await handed)

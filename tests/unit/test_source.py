@@ -67,7 +67,7 @@ def refused() -> asyncio.Future[Any]:
 
 
 async def settle_all(source: BatchedSource, items: list[tuple[Batch, list[asyncio.Future[Any]]]]) -> None:
-    settling = asyncio.create_task(source._settle_in_order())  # noqa: SLF001
+    settling = asyncio.create_task(source._settle_in_order(source.routes[TOPIC]))  # noqa: SLF001
     for item, deliveries in items:
         source._active += 1  # noqa: SLF001 - as batches() does for each batch a stage takes
         await source.settle(item, deliveries)
@@ -104,7 +104,7 @@ async def test_a_revoke_waits_for_the_batch_in_flight_commits_it_then_lets_the_s
     source = source_with(consumer, fatal)
     dropped: list[list[int]] = []
     source.route(TOPIC, Route(channel=None, on_revoked=dropped.append))  # type: ignore[arg-type]
-    settling = asyncio.create_task(source._settle_in_order())  # noqa: SLF001
+    settling = asyncio.create_task(source._settle_in_order(source.routes[TOPIC]))  # noqa: SLF001
     stream = Stream([batch({0: 10}), batch({1: 5})])
     stages = source.batches(stream)  # type: ignore[arg-type]
     first = await stages.__anext__()  # the stage took a batch and is still processing it
