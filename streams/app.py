@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -37,7 +38,7 @@ from streams.api import serve_api
 from streams.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, Topic, load_settings
 from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
-from streams.kafka import KeyPartitioner, Sender, ensure_topics
+from streams.kafka import KeyPartitioner, Outbox, Sender, ensure_topics
 from streams.checks import group_lag, projector_lag
 from streams.log import configure_logging, get_logger
 from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
@@ -178,28 +179,27 @@ def create_app(settings: Settings) -> GrowthApp:
         source.route(settings.topic(AGENT_INPUTS[agent]), Route(channel, **hooks))
         return channel
 
+    def sending(fill: Callable[[list[Any], Iterable[int], Outbox], Awaitable[None]]) -> Callable[[Batch], Awaitable[list[Any]]]:
+        """A stage's batch handler: ``fill(records, partitions, outbox)`` decides what to send,
+        then the outbox is submitted and its delivery futures returned for the source to settle."""
+        async def handle(batch: Batch) -> list[Any]:
+            outbox = sender.outbox()
+            await fill(batch.records, batch.next_offsets, outbox)
+            return sender.submit(outbox)
+        return handle
+
     runs = set(settings.worker_agents)
     if "collect" in runs:
-        async def collect_batch(batch: Batch) -> list[Any]:
-            outbox = sender.outbox()
-            await collector.handle_batch(batch.records, batch.next_offsets, outbox)
-            return sender.submit(outbox)
-
         @app.agent(stage_input("collect", on_revoked=accounts.forget), name="collect", concurrency=1)
         async def collect(stream: faust.StreamT) -> None:
             """Raw Jetstream events → the domain's strategies → growth.events, growth.engagement, growth.dlq."""
-            await source.run(stream, collect_batch)
+            await source.run(stream, sending(collector.handle_batch))
 
     if "popularity" in runs:
-        async def popularity_batch(batch: Batch) -> list[Any]:
-            outbox = sender.outbox()
-            await popularity.observe_batch(batch.records, batch.next_offsets, outbox)
-            return sender.submit(outbox)
-
         @app.agent(stage_input("popularity", on_revoked=windows.forget), name="popularity", concurrency=1)
         async def popular(stream: faust.StreamT) -> None:
             """Engagement keyed by post → windows → CandidateFound of popular content."""
-            await source.run(stream, popularity_batch)
+            await source.run(stream, sending(popularity.observe_batch))
 
     if "project" in runs:
         async def project_batch(batch: Batch) -> list[Any]:

@@ -102,7 +102,6 @@ class Outbox:
         self._sender = sender
         self._open: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[tuple[str, int], Any]] = []
-        self.count = 0
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
             headers: Sequence[tuple[str, bytes]] = (), partition: int | None = None) -> None:
@@ -119,12 +118,10 @@ class Outbox:
             self._full.append((tp, builder))  # full: start the partition's next builder
             builder = self._open[tp] = self._sender.producer.create_batch()
             builder.append(timestamp=None, key=key, value=value, headers=headers)
-        self.count += 1
 
     def drain(self) -> list[tuple[tuple[str, int], Any]]:
         """The builders in the order they must be sent, and an empty outbox."""
         builders, self._full, self._open = [*self._full, *self._open.items()], [], {}
-        self.count = 0
         for _, builder in builders:
             builder.close()  # closed builders are sent at once: they are already batches, no linger
         return builders

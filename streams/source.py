@@ -30,7 +30,6 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from aiokafka.structs import OffsetAndMetadata
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from streams.config import Settings
+from streams.kafka import delivered
 from streams.log import ContextLogger, get_logger
 
 __all__ = ["Batch", "BatchChannel", "BatchedSource", "Route"]
@@ -82,7 +82,6 @@ class Route:
     channel: faust.ChannelT
     on_assigned: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None
     on_revoked: Callable[[list[int]], None] | None = None
-    delivered: int = field(default=0)  # records handed to the stage
     settled: int = field(default=0)  # records whose effect is durable (metrics read it)
     # fetched batches waiting for the stage's channel; past BACKLOG_PAUSE the topic's fetching pauses
     backlog: asyncio.Queue[Batch] = field(default_factory=asyncio.Queue)
@@ -269,7 +268,6 @@ class BatchedSource(ConsumerRebalanceListener):
         batches deep), and let its fetching resume once the backlog is short again."""
         while True:
             batch = await route.backlog.get()
-            route.delivered += len(batch.records)
             await route.channel.send(value=batch)
             if route.paused and route.backlog.qsize() < BACKLOG_PAUSE and self._consumer is not None:
                 route.paused = False
@@ -285,8 +283,7 @@ class BatchedSource(ConsumerRebalanceListener):
         while True:
             batch, deliveries = await route.settling.get()
             try:
-                for handed in deliveries:
-                    await (await handed)
+                await delivered(deliveries)
             except Exception as error:  # noqa: BLE001 - nothing from here on may be committed
                 self._finish()
                 await self._fail(error, batch.topic)
@@ -337,4 +334,3 @@ class BatchedSource(ConsumerRebalanceListener):
             self.log.warning("offset commit failed; retried at the next interval", error=repr(error))
             return
         self._committed.update(due)
-        self.last_commit_at = time.monotonic()
