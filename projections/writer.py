@@ -10,7 +10,8 @@
    and reason, and its offset still advances;
 3. reduce the events to a :class:`~projections.plan.BatchPlan` and apply it with one
    set-based statement per table and operation (rows passed as one JSON document read by
-   ``json_to_recordset``, so a batch of any size costs the same number of round trips);
+   ``json_to_recordset``), the statements that do not wait for each other's results sent
+   together in psycopg's pipeline mode, so a batch of any size costs five round trips;
 4. advance the marks; commit.
 
 Counting rules: a counter moves only by rows this transaction actually inserted
@@ -442,148 +443,184 @@ def _follow_change(event_id: str, did: str, subject: str, kind: str, moment: dat
 # --- the unit of work ----------------------------------------------------------------------
 
 
+class _Sent(NamedTuple):
+    """A statement sent in a pipeline, whose result is read once the pipeline is synced."""
+
+    cursor: psycopg.AsyncCursor[Any]
+    table: str
+
+
 class _Writer:
+    """The statements of one batch, sent in a few pipelines (psycopg's pipeline mode): each
+    pipeline is one round trip holding every statement that does not need an earlier one's
+    result. In one worker the projector shares its event loop with the other stages, so each
+    round trip it saves is also a wait behind their work that it saves."""
+
     def __init__(self, conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> None:
         self.conn = conn
         self.plan = plan
         self.deltas = _Deltas()
         self.rows: Counter[str] = Counter()
+        self._uncounted: list[_Sent] = []
 
-    async def run(self, sql: str, params: Sequence[Any], table: str) -> list[tuple[Any, ...]]:
-        cur = await self.conn.execute(sql, params)  # type: ignore[arg-type]
-        result = await cur.fetchall() if cur.description is not None else []
-        if cur.rowcount > 0:
-            self.rows[table] += cur.rowcount
-        return result
+    async def send(self, sql: str, params: Sequence[Any], table: str) -> _Sent:
+        sent = _Sent(await self.conn.execute(sql, params), table)  # type: ignore[arg-type]
+        self._uncounted.append(sent)
+        return sent
 
-    async def rows_of(self, table: str, sql_name: str) -> list[tuple[Any, ...]]:
-        rows = self.plan.rows.get(table)
-        if not rows:
+    def count_rows(self) -> None:
+        """Count the rows changed by the statements sent so far (after their pipeline synced)."""
+        for sent in self._uncounted:
+            if sent.cursor.rowcount > 0:
+                self.rows[sent.table] += sent.cursor.rowcount
+        self._uncounted.clear()
+
+    @staticmethod
+    async def result(sent: _Sent | None) -> list[tuple[Any, ...]]:
+        """The rows ``sent`` returned (after its pipeline synced)."""
+        if sent is None or sent.cursor.description is None:
             return []
-        return await self.run(SQL[sql_name], (_json(rows),), table)
+        return await sent.cursor.fetchall()
 
-    async def removed(self, table: str, uris: list[str] | None = None) -> list[tuple[Any, ...]]:
+    async def rows_of(self, table: str, sql_name: str) -> _Sent | None:
+        rows = self.plan.rows.get(table)
+        return await self.send(SQL[sql_name], (_json(rows),), table) if rows else None
+
+    async def removed(self, table: str, uris: list[str] | None = None) -> _Sent | None:
         """Delete the batch's removed records of ``table`` (or ``uris``), returning what they counted."""
         uris = self.plan.removed_uris(table) if uris is None else uris
-        if not uris:
-            return []
-        return await self.run(SQL[f"{table}.delete"], (uris,), table)
+        return await self.send(SQL[f"{table}.delete"], (uris,), table) if uris else None
 
     async def apply(self) -> None:
+        """Every change of the plan except the last ``users`` statements (:meth:`finish`)."""
         plan, deltas = self.plan, self.deltas
         user = plan.user
 
-        # Engagement edges.
-        for table, index, attribute in (("likes", LIKE, "likes_received"), ("reposts", REPOST, "reposts_received")):
-            for sign, found in ((-1, await self.removed(table)), (1, await self.rows_of(table, f"{table}.insert"))):
-                for subject_uri, subject_did, collection in found:
-                    deltas.engage(subject_uri, subject_did, collection, index, sign)
+        # 1. The record tables, whose rows belong to one author (one partition, one worker): one pipeline.
+        async with self.conn.pipeline():
+            edges = [(table, index, attribute, await self.removed(table), await self.rows_of(table, f"{table}.insert"))
+                     for table, index, attribute in (("likes", LIKE, "likes_received"),
+                                                     ("reposts", REPOST, "reposts_received"))]
+            follows = [
+                (round_,
+                 await self.send(SQL["follows.delete"], (sorted(round_.removed),), "follows") if round_.removed else None,
+                 await self.send(SQL["follows.insert"], (_json(round_.rows),), "follows") if round_.rows else None)
+                for round_ in plan.follow_rounds
+            ]
+            await self.removed("blocks")
+            await self.rows_of("blocks", "blocks.insert")
+            removed_posts = plan.removed_uris("posts")
+            posts = (await self.removed("posts"), await self.rows_of("posts", "posts.upsert"))
+            answers = [(table, index, attribute, await self.removed(table, uris=removed_posts),
+                        await self.rows_of(table, f"{table}.insert"))
+                       for table, index, attribute in (("replies", REPLY, "replies_received"),
+                                                       ("quotes", QUOTE, "quotes_received"))]
+            for table in ("threads", "mentions", "hashtags", "links", "media"):
+                if plan.enrichment_cleared:
+                    await self.send(SQL[f"{table}.clear"], (plan.enrichment_cleared,), table)
+                await self.rows_of(table, f"{table}.insert")
+            # lists, starter packs, feed generators, threadgates, labelers: the last write wins
+            for table in _UPSERTED_RECORDS:
+                await self.removed(table)
+                await self.rows_of(table, f"{table}.upsert")
+            activity = (await self.send(SQL["activity_events.insert"], (_json(plan.activity),), "activity_events")
+                        if plan.activity else None)
+            if plan.candidates:
+                await self.send(SQL["candidates.upsert"], (_json(plan.candidates),), "candidates")
+            await self.rows_of("growth_actions", "growth_actions.insert")
+        self.count_rows()
+        for table, index, attribute, removed, inserted in (*edges, *answers):
+            for sign, found in ((-1, await self.result(removed)), (1, await self.result(inserted))):
+                for subject_uri, subject_did, *collection in found:
+                    deltas.engage(subject_uri, subject_did, collection[0] if collection else "", index, sign)
                     patch = user(subject_did)
                     setattr(patch, attribute, getattr(patch, attribute) + sign)
-
+        for (did,) in await self.result(posts[0]):
+            user(did).posts -= 1
+        for did, inserted in await self.result(posts[1]):
+            if inserted:
+                user(did).posts += 1
         # The follow graph: counts on both ends from rows stored and deleted; gains by the hour
         # they happened, from the follow_events ledger (so a re-delivered follow and unfollow,
         # which store and delete the row again, are not gains and losses twice).
         changes: list[dict[str, Any]] = []
-        for round_ in plan.follow_rounds:
-            if round_.removed:
-                for uri, follower, subject in await self.run(
-                    SQL["follows.delete"], (sorted(round_.removed),), "follows"
-                ):
-                    user(follower).follows -= 1
-                    user(subject).followers -= 1
-                    moment, event_id = round_.removed[uri]
-                    changes.append(_follow_change(event_id, follower, subject, "unfollow", moment))
-            if round_.rows:
-                event_ids = {row["uri"]: row["event_id"] for row in round_.rows}
-                for uri, follower, subject, created_at in await self.run(
-                    SQL["follows.insert"], (_json(round_.rows),), "follows"
-                ):
-                    user(follower).follows += 1
-                    user(subject).followers += 1
-                    changes.append(_follow_change(event_ids[uri], follower, subject, "follow", created_at))
-        if changes:
-            changes.sort(key=lambda change: change["event_id"])
-            for subject, kind, occurred_at in await self.run(
-                SQL["follow_events.insert"], (_json(changes),), "follow_events"
-            ):
-                deltas.gains[(subject, hour_of(occurred_at))][0 if kind == "follow" else 1] += 1
-        await self.removed("blocks")
-        await self.rows_of("blocks", "blocks.insert")
+        for round_, removed, inserted in follows:
+            for uri, follower, subject in await self.result(removed):
+                user(follower).follows -= 1
+                user(subject).followers -= 1
+                moment, event_id = round_.removed[uri]
+                changes.append(_follow_change(event_id, follower, subject, "unfollow", moment))
+            event_ids = {row["uri"]: row["event_id"] for row in round_.rows}
+            for uri, follower, subject, created_at in await self.result(inserted):
+                user(follower).follows += 1
+                user(subject).followers += 1
+                changes.append(_follow_change(event_ids[uri], follower, subject, "follow", created_at))
 
-        # Posts, and what a post contributes to others: replies and quotes.
-        removed_posts = plan.removed_uris("posts")
-        for (did,) in await self.removed("posts"):
-            user(did).posts -= 1
-        for did, inserted in await self.rows_of("posts", "posts.upsert"):
-            if inserted:
-                user(did).posts += 1
-        for table, index, attribute in (("replies", REPLY, "replies_received"), ("quotes", QUOTE, "quotes_received")):
-            for sign, found in (
-                (-1, await self.removed(table, uris=removed_posts)),
-                (1, await self.rows_of(table, f"{table}.insert")),
-            ):
-                for subject_uri, subject_did in found:
-                    deltas.engage(subject_uri, subject_did, "", index, sign)
-                    patch = user(subject_did)
-                    setattr(patch, attribute, getattr(patch, attribute) + sign)
-        for table in ("threads", "mentions", "hashtags", "links", "media"):
-            if plan.enrichment_cleared:
-                await self.run(SQL[f"{table}.clear"], (plan.enrichment_cleared,), table)
-            await self.rows_of(table, f"{table}.insert")
-
-        # Lists, starter packs, feed generators, threadgates, labelers: the last write wins.
-        for table in _UPSERTED_RECORDS:
-            await self.removed(table)
-            await self.rows_of(table, f"{table}.upsert")
-
-        # Activity: accumulate only what the event-id ledger had not recorded yet.
-        if plan.activity:
-            by_id = {row["event_id"]: row for row in plan.activity}
-            fresh = await self.run(SQL["activity_events.insert"], (_json(plan.activity),), "activity_events")
-            patterns: dict[tuple[str, int, int], list[Any]] = {}
-            for (event_id,) in fresh:
-                row = by_id[str(event_id)]
-                key = (row["did"], row["iso_weekday"], row["hour"])
-                entry = patterns.setdefault(key, [0, row["occurred_at"]])
-                entry[0] += 1
-                entry[1] = max(entry[1], row["occurred_at"])
+        # 2. The event-id ledgers' consequences: accumulate only what the ledgers had not recorded yet.
+        patterns = _activity_patterns(plan.activity, await self.result(activity))
+        async with self.conn.pipeline():
+            if changes:
+                changes.sort(key=lambda change: change["event_id"])
+                follow_events = await self.send(SQL["follow_events.insert"], (_json(changes),), "follow_events")
             if patterns:
-                pattern_rows = [
-                    {"did": did, "iso_weekday": weekday, "hour": hour, "events": events, "last_at": last_at}
-                    for (did, weekday, hour), (events, last_at) in sorted(patterns.items())
-                ]
-                await self.run(SQL["activity_patterns.add"], (_json(pattern_rows),), "activity_patterns")
+                await self.send(SQL["activity_patterns.add"], (_json(patterns),), "activity_patterns")
+        self.count_rows()
+        if changes:
+            for subject, kind, occurred_at in await self.result(follow_events):
+                deltas.gains[(subject, hour_of(occurred_at))][0 if kind == "follow" else 1] += 1
 
-        if plan.candidates:
-            await self.run(SQL["candidates.upsert"], (_json(plan.candidates),), "candidates")
-        await self.rows_of("growth_actions", "growth_actions.insert")
+        # 3. The counters several workers share, each by one sorted statement, always in this order.
+        dids = sorted(plan.users)
+        async with self.conn.pipeline():
+            engagement = deltas.engagement_rows()
+            if engagement:
+                await self.send(SQL["engagement_counts.add"], (_json(engagement),), "engagement_counts")
+                await self.send(SQL["engagement_counts.prune"], ([row["subject_uri"] for row in engagement],),
+                                "engagement_counts")
+            gains = deltas.gain_rows()
+            if gains:
+                await self.send(SQL["follower_gains_hourly.add"], (_json(gains),), "follower_gains_hourly")
+            if dids:
+                await self.send(SQL["users.ensure"], (dids,), "users")
+                locking = await self.conn.execute(SQL["users.lock"], (dids,))
+        self.count_rows()
+        if dids:
+            locked = {did for (did,) in await locking.fetchall()}
+            await self._lock_users([did for did in dids if did not in locked])
 
-        # Shared counters, each by one sorted statement, always in this order.
-        engagement = deltas.engagement_rows()
-        if engagement:
-            await self.run(SQL["engagement_counts.add"], (_json(engagement),), "engagement_counts")
-            await self.run(SQL["engagement_counts.prune"], ([row["subject_uri"] for row in engagement],), "engagement_counts")
-        gains = deltas.gain_rows()
-        if gains:
-            await self.run(SQL["follower_gains_hourly.add"], (_json(gains),), "follower_gains_hourly")
-        if plan.users:
-            dids = sorted(plan.users)
-            await self._lock_users(dids)
-            await self.run(SQL["users.update"], (_json([plan.users[did].as_row() for did in dids]),), "users")
-            await self.run(SQL["users.prune"], (dids,), "users")
+    async def finish(self) -> None:
+        """Send the ``users`` rows' update (they are locked), in the caller's last pipeline."""
+        if self.plan.users:
+            dids = sorted(self.plan.users)
+            await self.send(SQL["users.update"], (_json([self.plan.users[did].as_row() for did in dids]),), "users")
+            await self.send(SQL["users.prune"], (dids,), "users")
 
-    async def _lock_users(self, dids: list[str]) -> None:
-        """Make sure a ``users`` row exists for each DID and lock them all, in DID order.
-
-        A row can vanish between the two steps (another worker pruned an emptied stub and
-        committed): such DIDs are created and locked again, so no delta is ever lost."""
-        missing = dids
+    async def _lock_users(self, missing: list[str]) -> None:
+        """Create and lock the ``users`` rows :meth:`apply` could not lock: one can vanish between
+        its creation and its lock (another worker pruned an emptied stub and committed). Such
+        DIDs are created and locked again, so no delta is ever lost."""
         while missing:
-            await self.run(SQL["users.ensure"], (missing,), "users")
+            await self.send(SQL["users.ensure"], (missing,), "users")
+            self.count_rows()
             cur = await self.conn.execute(SQL["users.lock"], (missing,))
             locked = {did for (did,) in await cur.fetchall()}
             missing = [did for did in missing if did not in locked]
+
+
+def _activity_patterns(activity: list[dict[str, Any]], fresh: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The ``activity_patterns`` increments of the activity rows the ledger newly recorded (``fresh``)."""
+    by_id = {row["event_id"]: row for row in activity}
+    patterns: dict[tuple[str, int, int], list[Any]] = {}
+    for (event_id,) in fresh:
+        row = by_id[str(event_id)]
+        key = (row["did"], row["iso_weekday"], row["hour"])
+        entry = patterns.setdefault(key, [0, row["occurred_at"]])
+        entry[0] += 1
+        entry[1] = max(entry[1], row["occurred_at"])
+    return [
+        {"did": did, "iso_weekday": weekday, "hour": hour, "events": events, "last_at": last_at}
+        for (did, weekday, hour), (events, last_at) in sorted(patterns.items())
+    ]
 
 
 def _decode_all(
@@ -656,9 +693,10 @@ async def apply_batch(
     async with conn.transaction():
         # shared with every other batch, exclusive against a schema swap or a migration of this
         # schema (projections.rebuild, projections.migrate): a batch never straddles a swap
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s), hashtext(current_schema()))",
-                           (SCHEMA_LOCK_NAMESPACE,))
-        marks = await _lock_marks(conn, consumer, partitions)
+        async with conn.pipeline():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s), hashtext(current_schema()))",
+                               (SCHEMA_LOCK_NAMESPACE,))
+            marks = await _lock_marks(conn, consumer, partitions)
         fresh = [m for m in ordered if m.offset >= marks[(m.topic, m.partition)]]
         result.skipped = len(ordered) - len(fresh)
         to_decode = [m for m in fresh if (m.topic, m.partition, m.offset) not in refused]
@@ -670,18 +708,20 @@ async def apply_batch(
         ]
         writer = _Writer(conn, plan_batch(events))
         await writer.apply()
-        if dead:
-            await writer.run(SQL["dead_letters.insert"], (_json(dead),), "dead_letters")
-
         advance: dict[tuple[str, int], int] = {}
         for m in fresh:
             advance[(m.topic, m.partition)] = max(advance.get((m.topic, m.partition), 0), m.offset + 1)
-        if advance:
-            keys = sorted(advance)
-            await conn.execute(
-                SQL["offsets.advance"],
-                ([t for t, _ in keys], [p for _, p in keys], [advance[k] for k in keys], consumer),
-            )
+        async with conn.pipeline():
+            await writer.finish()
+            if dead:
+                await writer.send(SQL["dead_letters.insert"], (_json(dead),), "dead_letters")
+            if advance:
+                keys = sorted(advance)
+                await conn.execute(
+                    SQL["offsets.advance"],
+                    ([t for t, _ in keys], [p for _, p in keys], [advance[k] for k in keys], consumer),
+                )
+        writer.count_rows()
         result.next_offsets = {key: max(marks[key], advance.get(key, 0)) for key in partitions}
 
     result.applied = len(fresh)

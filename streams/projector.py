@@ -15,6 +15,7 @@ same batch.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from psycopg_pool import AsyncConnectionPool
 
@@ -32,7 +34,7 @@ from streams.breaker import BreakerConfig, CircuitBreaker
 from streams.config import Settings
 from streams.log import ContextLogger, get_logger
 from streams.metrics import projection_batch_duration
-from streams.telemetry import extract_context, has_trace_context
+from streams.telemetry import extract_context
 
 __all__ = ["CONSUMER", "Pending", "Projector", "ProjectorStats"]
 
@@ -49,6 +51,24 @@ class Pending(Protocol):
     offset: int
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+
+
+def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pending]]]:
+    """The batch's messages that carry a valid trace context, by their ``traceparent``, each
+    context extracted once."""
+    traces: dict[bytes, tuple[Context, list[Pending]]] = {}
+    for message in batch:
+        parent = next((value for key, value in message.headers or () if key == "traceparent"), None)
+        if parent is None:
+            continue
+        found = traces.get(parent)
+        if found is None:
+            context = extract_context(message.headers)
+            if not trace.get_current_span(context).get_span_context().is_valid:
+                continue
+            traces[parent] = found = (context, [])
+        found[1].append(message)
+    return traces
 
 
 @dataclass
@@ -118,13 +138,10 @@ class Projector:
 
     async def apply(self, batch: Sequence[Pending]) -> BatchResult:
         """Apply ``batch`` in one transaction, retrying transient failures until it succeeds."""
-        links = []
-        traced = [message for message in batch if has_trace_context(message.headers)]
-        for message in traced:
-            context = trace.get_current_span(extract_context(message.headers)).get_span_context()
-            if context.is_valid:
-                links.append(Link(context))
-        with _tracer.start_as_current_span("project batch", kind=SpanKind.CONSUMER, links=links[:128],
+        traces = _traces_of(batch)
+        links = [Link(trace.get_current_span(context).get_span_context())
+                 for context, _ in itertools.islice(traces.values(), 128)]
+        with _tracer.start_as_current_span("project batch", kind=SpanKind.CONSUMER, links=links,
                                            attributes={"batch.size": len(batch)}) as span:
             started = time.perf_counter()
             try:
@@ -135,7 +152,7 @@ class Projector:
             projection_batch_duration(time.perf_counter() - started, outcome="applied")
             span.set_attributes({"applied": result.applied, "skipped": result.skipped,
                                  "dead_lettered": result.dead_lettered, "duration_ms": result.duration_s * 1000})
-        self._trace_each(traced)
+        self._trace_each(traces)
         self.stats.batches += 1
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
@@ -164,16 +181,17 @@ class Projector:
             attempt += 1
             await asyncio.sleep(max(delay, self.breaker.retry_after() or 0.0))
 
-    def _trace_each(self, batch: Sequence[Pending]) -> None:
-        """A short span per message inside that message's own trace, so one event's trace
-        reaches its database write."""
-        for message in batch:
-            parent = extract_context(message.headers)
-            if not trace.get_current_span(parent).get_span_context().is_valid:
-                continue
+    @staticmethod
+    def _trace_each(traces: dict[bytes, tuple[Context, list[Pending]]]) -> None:
+        """A short span in each traced event's own trace, so one event's trace reaches its
+        database write: one per trace (a raw event's domain events share their producer's
+        trace), naming the offsets it applied."""
+        for context, messages in traces.values():
+            first = messages[0]
             with _tracer.start_as_current_span(
-                "project growth.event", context=parent, kind=SpanKind.CONSUMER,
-                attributes={"messaging.kafka.partition": message.partition,
-                            "messaging.kafka.offset": message.offset, "db.system": "postgresql"},
+                "project growth.event", context=context, kind=SpanKind.CONSUMER,
+                attributes={"messaging.kafka.partition": first.partition,
+                            "messaging.kafka.offset": first.offset,
+                            "messaging.batch.message_count": len(messages), "db.system": "postgresql"},
             ):
                 pass

@@ -72,10 +72,15 @@ async def test_one_trace_follows_a_recorded_post_from_the_frame_to_its_database_
         assert {ingest_service, worker_service} <= services
         spans = {s["operationName"]: s for s in trace["spans"]}
         assert {"ingest jetstream.frame", "collect jetstream.event", "project growth.event"} <= set(spans)
-        assert any(name.startswith("strategy ") for name in spans), sorted(spans)
         for name in ("ingest jetstream.frame", "collect jetstream.event"):
             tags = span_tags(spans[name])
             assert tags["did"] == POST_DID and tags["collection"] == "app.bsky.feed.post", name
+        # each strategy's decision is on the collect span; the post's domain events share one project span
+        decisions = {key: value for key, value in span_tags(spans["collect jetstream.event"]).items()
+                     if key.startswith("strategy.") and key.count(".") == 1}
+        assert decisions and set(decisions.values()) <= {"candidate", "declined"}, decisions
+        assert [s["operationName"] for s in trace["spans"]].count("project growth.event") == 1
+        assert span_tags(spans["project growth.event"])["messaging.batch.message_count"] >= 2
         # the fields of the log call made while collecting are on the collect span, as attributes and as an event
         collect = spans["collect jetstream.event"]
         assert span_tags(collect)["source_id"].startswith(f"commit|{POST_DID}|")
