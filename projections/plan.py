@@ -24,6 +24,7 @@ Every row list is sorted by its key, so concurrent writers lock rows in one glob
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +51,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- small value helpers -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16_384)
 def us_to_datetime(time_us: int | None) -> datetime | None:
-    """Microseconds since the epoch as an aware UTC datetime (``None`` when out of range)."""
+    """Microseconds since the epoch as an aware UTC datetime (``None`` when out of range).
+    Cached: a raw event's domain events share its time, and planning asks for it several times."""
     if time_us is None:
         return None
     try:
