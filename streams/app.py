@@ -15,7 +15,7 @@ Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
 Run ``bge migrate`` before the first worker starts.
 
 The collect, popularity and project agents take their input a batch at a time from the worker's
-batched source (``streams.source``: one aiokafka consumer in the group ``app_id``, a Faust channel
+batched source (``streams.kafka.source``: one aiokafka consumer in the group ``app_id``, a Faust channel
 per agent), because Faust's per-message consumer caps a process near 7k messages/s. Processing is
 at least once: a partition's offset is committed only past batches whose every send Kafka
 acknowledged (for the projector: whose Postgres transaction committed). Each agent runs with
@@ -35,27 +35,27 @@ from typing import Any
 
 import faust
 
-from streams.api import serve_api
-from streams.collect import Collector, load_strategy_config
+from streams.api.routes import serve_api
+from streams.stages.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, Topic, load_settings
-from streams.crawl import SessionCredentials, load_crawl_config, register_crawl
-from streams.kafka import KeyPartitioner, Outbox, Sender, ensure_topics
-from streams.checks import group_lag, projector_lag
-from streams.log import configure_logging, get_logger
-from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
-from streams.popularity import Popularity
-from streams.state import ChangelogState
-from streams.projector import CONSUMER as PROJECTOR_CONSUMER
-from streams.projector import Projector
-from streams.source import Batch, BatchChannel, BatchedSource, Route
-from streams.telemetry import instrument_psycopg, setup_tracing
+from streams.stages.crawl import SessionCredentials, load_crawl_config, register_crawl
+from streams.kafka.clients import KeyPartitioner, Outbox, Sender, ensure_topics
+from streams.health.checks import group_lag, projector_lag
+from streams.observability.log import configure_logging, get_logger
+from streams.observability.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
+from streams.stages.popularity import Popularity
+from streams.kafka.state import ChangelogState
+from streams.stages.project import CONSUMER as PROJECTOR_CONSUMER
+from streams.stages.project import Projector
+from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route
+from streams.observability.tracing import instrument_psycopg, setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
 
 
 class GrowthApp(faust.App):
     """A Faust app that creates the product's topics before it subscribes to them, and runs its
-    stages' batched source (``streams.source``) beside Faust's own consumer."""
+    stages' batched source (``streams.kafka.source``) beside Faust's own consumer."""
 
     settings: Settings
     sender: Sender
@@ -158,7 +158,7 @@ def create_app(settings: Settings) -> GrowthApp:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.bge_topic_partitions)
 
-    # the stages send through one aiokafka producer of their own, a batch at a time (streams.kafka.Sender)
+    # the stages send through one aiokafka producer of their own, a batch at a time (streams.kafka.clients.Sender)
     sender = app.sender = Sender(settings)
     source = app.source = BatchedSource(settings, app_id(settings), on_fatal=app.crash, logger=log.child("source"))
     strategies = load_strategy_config(settings.bge_strategies_file)
@@ -234,7 +234,7 @@ def create_app(settings: Settings) -> GrowthApp:
 
 def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, collector: Collector,
                    popularity: Popularity, projector: Projector, breakers: list[Any]) -> PipelineMetrics:
-    """The worker's metrics (``streams.metrics``): every agent's events in and out, dead letters
+    """The worker's metrics (``streams.observability.metrics``): every agent's events in and out, dead letters
     by reason, breaker states, and consumer lag refreshed by the leader at the export interval."""
     metrics = PipelineMetrics()
 

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streams.log import mask_text
+from streams.observability.log import mask_text
 
 __all__ = ["ConfigError", "Settings", "Topic", "format_validation_error", "load_settings"]
 

@@ -1,7 +1,7 @@
 """``bge bench``: throughput, latency, memory and a soak with faults, on the real local stack.
 
 Every figure is printed next to a baseline measured in the same run, on the same machine, against
-the same Kafka and Postgres, with the same generated corpus (``streams.jetstream.corpus``):
+the same Kafka and Postgres, with the same generated corpus (``streams.local.corpus``):
 
 - :mod:`streams.bench.throughput`: ingest, collect, project and replay (with their baselines:
   a bare websocket → aiokafka loop, a plain aiokafka consumer, the pipeline on Quix Streams, a

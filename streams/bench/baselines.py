@@ -23,9 +23,9 @@ from aiokafka import TopicPartition
 from websockets.asyncio.client import connect
 
 from streams.config import Settings, load_settings
-from streams.jetstream import codec
-from streams.jetstream.ingest import WS_SIZE_FACTOR, subscribe_request
-from streams.kafka import new_producer, new_reader
+from streams.ingest import codec
+from streams.ingest.session import WS_SIZE_FACTOR, subscribe_request
+from streams.kafka.clients import new_producer, new_reader
 
 __all__ = ["consume_and_decode", "socket_to_kafka"]
 

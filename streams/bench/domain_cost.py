@@ -39,7 +39,7 @@ STRATEGIES_FILE = ROOT / "streams" / "data" / "demo-strategies.json"
 
 def collect_stage_config(path: Path = STRATEGIES_FILE) -> StrategyConfig:
     """The strategies as the collect stage runs them: the demo file, ``popular_content`` off."""
-    from streams.collect import load_strategy_config
+    from streams.stages.collect import load_strategy_config
 
     config = load_strategy_config(path)
     return config.model_copy(update={"popular_content": PopularContentConfig(enabled=False)})

@@ -34,8 +34,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import Settings, load_settings
-from streams.jetstream.frames import BadFrame, read_facts
-from streams.kafka import ensure_topics, new_producer, new_reader
+from streams.ingest.frames import BadFrame, read_facts
+from streams.kafka.clients import ensure_topics, new_producer, new_reader
 
 __all__ = [
     "ROOT",
@@ -117,7 +117,7 @@ def corpus_file(folder: Path, n: int, *, seed: int, accounts: int, rate_per_s: f
     """A generated JSONL corpus (cached by its arguments in ``folder``). With ``malformed`` and
     ``every``, one malformed line is inserted after every ``every`` generated events, cycling
     through ``malformed`` (each a valid Jetstream envelope the domain rejects)."""
-    from streams.jetstream import corpus
+    from streams.local import corpus
 
     tag = f"{n}-{seed}-{accounts}-{int(rate_per_s)}-{len(malformed)}x{every}"
     path = folder / f"corpus-{tag}.jsonl"
@@ -265,7 +265,7 @@ async def read_topic(settings: Settings, topic: str, *, timeout: float = 120.0) 
 
 
 class Proc:
-    """A product process (``python -m streams.cli ...`` or any argv), logging to a file."""
+    """A product process (``python -m streams.cli.main ...`` or any argv), logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
@@ -494,7 +494,7 @@ class Corner:
         return env
 
     def proc(self, name: str, args: list[str], **extra: Any) -> Proc:
-        proc = Proc(name, [sys.executable, "-m", "streams.cli", *args], self.env(**extra), self.folder / f"{name}.log")
+        proc = Proc(name, [sys.executable, "-m", "streams.cli.main", *args], self.env(**extra), self.folder / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -517,7 +517,7 @@ class Corner:
 
     def server(self, corpus: Path, *, rate: float | None = None) -> JetstreamProc:
         port = free_port()
-        argv = [sys.executable, "-m", "streams.jetstream.server", "--corpus", str(corpus), "--host", LOOPBACK,
+        argv = [sys.executable, "-m", "streams.local.jetstream_server", "--corpus", str(corpus), "--host", LOOPBACK,
                 "--port", str(port)]
         if rate is not None:
             argv += ["--rate", str(rate)]

@@ -259,7 +259,7 @@ async def _latency_run(opts: Options, rate: float, seconds: float, tracing: str 
 async def _trace_export_problem(corner: Corner) -> str | None:
     """Why the product processes' spans would not reach the OTLP endpoint (Jaeger), or None when
     it answers or tracing is off: a traced row measured without Jaeger does not measure export."""
-    from streams.checks import otlp_endpoint, probe_tcp
+    from streams.health.checks import otlp_endpoint, probe_tcp
 
     endpoint = otlp_endpoint(corner.env())
     if endpoint is None:

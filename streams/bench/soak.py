@@ -19,7 +19,7 @@ counted. A supervisor restarts any product process that exits on its own (as sys
 and counts it.
 
 At the end the scratch schema must equal the clean reference: the same corpus run through the
-same collect code (:class:`~streams.collect.Collector`, no Kafka) and applied in order with
+same collect code (:class:`~streams.stages.collect.Collector`, no Kafka) and applied in order with
 ``projections.apply_batch`` into a second schema; every table but the bookkeeping
 ``projection_offsets`` and ``schema_migrations`` is compared by row count and an md5 of its
 sorted rows. The worker runs the default strategies without popular content

@@ -11,13 +11,13 @@ How each figure is taken (so the numbers can be read):
   collect and project agents) runs as its own process; the rate is the slope of its consumer
   group's committed offsets on the raw topic (Faust commits every second). The same for the Quix
   Streams pipeline (:mod:`streams.bench.quix_pipeline`, its own process and group). Also the
-  :class:`~streams.collect.Collector` driven directly by aiokafka in the bench process (the collect
+  :class:`~streams.stages.collect.Collector` driven directly by aiokafka in the bench process (the collect
   code without Faust), and the plain consumer (read + ``orjson.loads``), both timed inside.
 - *project*: the corpus's domain events (made by the Collector, without Kafka) applied with
   ``projections.project_batch`` on a pool, in batches of ``PROJECTOR_BATCH_SIZE``, into a fresh
   schema; rows/s counts the rows the batches inserted, updated or deleted. The baseline
   ``COPY``s the same batches' planned rows into unindexed temporary tables.
-- *replay*: ``bge replay`` run in the bench process (``streams.replay.run``) over the raw topic,
+- *replay*: ``bge replay`` run in the bench process (``streams.cli.replay.run``) over the raw topic,
   JSON lines to ``/dev/null``, without and with a filter, next to the plain consumer.
 """
 
@@ -53,8 +53,8 @@ from streams.bench.harness import (
     slope,
 )
 from streams.config import Settings, Topic
-from streams.kafka import new_producer, new_reader
-from streams.log import LOGGER_PREFIX
+from streams.kafka.clients import new_producer, new_reader
+from streams.observability.log import LOGGER_PREFIX
 
 __all__ = ["MemoryState", "bench_collect", "bench_ingest", "bench_project", "bench_replay", "domain_messages",
            "quix_python"]
@@ -145,7 +145,7 @@ async def bench_ingest(opts: Options, n: int) -> list[Figure]:
 
 
 class MemoryState:
-    """The interface of :class:`streams.state.ChangelogState` held in memory, without a changelog
+    """The interface of :class:`streams.kafka.state.ChangelogState` held in memory, without a changelog
     (``ensure``, ``view``, ``put``, ``forget``): for running the Collector without Kafka."""
 
     def __init__(self) -> None:
@@ -185,13 +185,13 @@ class _Capture:
 
 
 async def collector_direct(settings: Settings, raw: str, out: str, dlq: str, n: int) -> dict[str, Any]:
-    """The collect code (:class:`~streams.collect.Collector`) fed by a plain aiokafka consumer and
-    sending through the worker's :class:`~streams.kafka.Sender` (an outbox per fetch, awaited
+    """The collect code (:class:`~streams.stages.collect.Collector`) fed by a plain aiokafka consumer and
+    sending through the worker's :class:`~streams.kafka.clients.Sender` (an outbox per fetch, awaited
     before the next). No Faust and no source; the account memory is held in memory
     (:class:`MemoryState`, no changelog)."""
     from domain.growth import StrategyConfig
-    from streams.collect import Collector
-    from streams.kafka import Sender, delivered
+    from streams.stages.collect import Collector
+    from streams.kafka.clients import Sender, delivered
 
     sender = Sender(settings, client_id="bge-bench-collector")
     await sender.start()
@@ -347,7 +347,7 @@ async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int
     (crc32 of the key stands in for Kafka's murmur2: only the per-key order matters)."""
     from domain.growth import StrategyConfig
     from projections import Message
-    from streams.collect import Collector
+    from streams.stages.collect import Collector
 
     events = _Capture("events")
     accounts = MemoryState()
@@ -451,7 +451,7 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
 
 
 async def bench_replay(opts: Options, n: int) -> list[Figure]:
-    from streams import replay
+    from streams.cli import replay
 
     corner = Corner(opts, "replay")
     try:

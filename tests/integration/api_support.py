@@ -247,7 +247,7 @@ async def produce_raw_event(env: dict[str, str], *, time_us: int | None = None) 
 async def api_in_process(settings: Any) -> AsyncIterator[str]:
     """The product's Faust app with its API, only its web server started, in this process (no
     Kafka consumer): for configurations a worker would take long to reach. Yields the base URL."""
-    from streams.api import serve_api
+    from streams.api.routes import serve_api
     from streams.app import create_app
 
     app = create_app(settings)

@@ -15,11 +15,11 @@ from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
 from domain.crawl import CrawlConfig
-from streams.appview_standin import AppViewStandIn, Graph
-from streams.atproto import AppViewClient, RetryPolicy
+from streams.local.appview import AppViewStandIn, Graph
+from streams.adapters.atproto import AppViewClient, RetryPolicy
 from streams.config import Settings, Topic, load_settings
-from streams.crawl import Crawler, CrawlStore, KafkaTopic
-from streams.kafka import ensure_topics, new_producer
+from streams.stages.crawl import Crawler, CrawlStore, KafkaTopic
+from streams.kafka.clients import ensure_topics, new_producer
 from tests.integration.ingest_support import read_all
 
 GRAPH_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "appview" / "graph.json"

@@ -10,7 +10,7 @@ import os
 from domain.crawl import CrawlConfig, SnowballConfig
 from streams.app import create_app
 from streams.config import Topic, load_settings
-from streams.crawl import register_crawl
+from streams.stages.crawl import register_crawl
 
 settings = load_settings()
 app = create_app(settings)

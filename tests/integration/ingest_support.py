@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from aiokafka import TopicPartition
 
 from streams.config import Settings, Topic, load_settings
-from streams.jetstream.frames import BadFrame, read_facts
-from streams.jetstream.ingest import Ingest, run_ingest
-from streams.kafka import end_offsets, ensure_topics, new_reader
+from streams.ingest.frames import BadFrame, read_facts
+from streams.ingest.session import Ingest, run_ingest
+from streams.kafka.clients import end_offsets, ensure_topics, new_reader
 from tests.conftest import ROOT
 
 
@@ -125,7 +125,7 @@ def env_for(settings: Settings) -> dict[str, str]:
 def start_bge(args: list[str], settings: Settings, log_path: str) -> subprocess.Popen:
     """Start ``bge <args>`` as its own process (so it can be SIGKILLed), logging to a file."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env_for(settings),
+    return subprocess.Popen([sys.executable, "-m", "streams.cli.main", *args], env=env_for(settings),
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

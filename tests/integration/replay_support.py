@@ -20,10 +20,11 @@ from domain.events import encode, partition_key
 from domain.growth import StrategyConfig, StrategyState
 from domain.identity import SourceCoordinates
 from domain.pipeline import process
-from streams import dlq, replay
+from streams.cli import dlq
+from streams.cli import replay
 from streams.config import Settings, Topic, load_settings
-from streams.jetstream.frames import BadFrame, read_facts
-from streams.kafka import ensure_topics, new_producer
+from streams.ingest.frames import BadFrame, read_facts
+from streams.kafka.clients import ensure_topics, new_producer
 from tests.conftest import SAMPLE_JSONL
 from tests.integration.ingest_support import read_all
 
@@ -84,7 +85,7 @@ async def produce_domain(settings: Settings, config: StrategyConfig | None = Non
     """Run the raw topic's events through the pipeline, as the collect agent does (same
     configuration, state carried), and put their domain events in growth.events, each with the
     timestamp of its raw event. Returns the raw messages read."""
-    from streams.explain import as_collected
+    from streams.cli.explain import as_collected
 
     config = as_collected(config or StrategyConfig())
     raw = await read_all(settings, Topic.JETSTREAM_EVENTS)

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from returns.result import Success
 
 from domain.crawl import CrawlConfig, GrowthActionsConfig, growth_actions_request
-from streams.appview_standin import AppViewStandIn
-from streams.atproto import AtprotoSession, RetryPolicy, XrpcClient
-from streams.breaker import CircuitBreaker
-from streams.crawl import GrowthActions, request_crawl, run_crawl
-from streams.ratelimit import TokenBucket
+from streams.local.appview import AppViewStandIn
+from streams.adapters.atproto import AtprotoSession, RetryPolicy, XrpcClient
+from streams.adapters.breaker import CircuitBreaker
+from streams.stages.crawl import GrowthActions, request_crawl, run_crawl
+from streams.adapters.ratelimit import TokenBucket
 from tests.integration.crawl_support import (
     PASSWORD,
     appview_client,

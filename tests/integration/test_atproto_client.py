@@ -13,9 +13,9 @@ import pytest
 from returns.result import Failure, Success
 
 from domain.appview import GetFollowersOutput, ThreadViewPost
-from streams.atproto import CIRCUIT_OPEN, TIMEOUT, AppViewClient, RetryPolicy, collect_pages
-from streams.breaker import BreakerConfig, CircuitBreaker, CircuitState
-from streams.ratelimit import TokenBucket
+from streams.adapters.atproto import CIRCUIT_OPEN, TIMEOUT, AppViewClient, RetryPolicy, collect_pages
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitState
+from streams.adapters.ratelimit import TokenBucket
 from tests.integration.crawl_support import crawl_settings, fixture_graph, standin  # noqa: F401 - fixture
 
 GRAPH = fixture_graph()

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 
 from streams.config import Settings, Topic
-from streams.deadletter import dead_letter_headers
-from streams.dlq import RECORD_TOPIC, ensure_record_topic, record_key, target_partition
-from streams.jetstream import codec
+from streams.kafka.deadletter import dead_letter_headers
+from streams.cli.dlq import RECORD_TOPIC, ensure_record_topic, record_key, target_partition
+from streams.ingest import codec
 from tests.integration.ingest_support import read_all
 from tests.integration.replay_support import (
     SAMPLE_LINES,
@@ -115,7 +115,7 @@ async def test_show_gives_the_original_bytes_headers_and_event(unique: str, capf
 
 
 def test_show_raw_writes_the_bytes_exactly(unique: str, capfdbinary, monkeypatch) -> None:
-    from streams import cli
+    from streams.cli import main as cli
 
     settings = tool_settings(unique)
     asyncio.run(fill(settings))

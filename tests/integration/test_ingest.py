@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from streams.config import Topic
-from streams.jetstream import corpus
-from streams.jetstream.server import JetstreamServer
+from streams.local import corpus
+from streams.local.jetstream_server import JetstreamServer
 from tests.conftest import SAMPLE_JSONL, ROOT
 from tests.integration.ingest_support import (
     count_in,

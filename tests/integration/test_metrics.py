@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.app import app_id
 from streams.config import Topic
-from streams.jetstream import corpus
-from streams.jetstream.server import JetstreamServer
+from streams.local import corpus
+from streams.local.jetstream_server import JetstreamServer
 from tests.integration.test_pipeline import drop, scratch_schema, wait_projected
 from tests.integration.test_tracing import start_traced
 from tests.integration.test_worker import free_port, worker_settings

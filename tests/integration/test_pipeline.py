@@ -11,9 +11,9 @@ from psycopg import sql
 
 from projections import Message, apply_batch, connect, migrate
 from streams.app import app_id
-from streams.checks import group_lag
+from streams.health.checks import group_lag
 from streams.config import Settings, Topic
-from streams.jetstream import corpus
+from streams.local import corpus
 from tests.integration.ingest_support import ROOT, end_offsets_total, kill, read_all, wait_until
 from tests.integration.projection_support import dump, scalar
 from tests.integration.test_worker import (
@@ -156,7 +156,7 @@ async def test_stopping_postgres_for_30_seconds_mid_stream_ends_with_the_same_da
 async def test_a_rebuild_from_replay_equals_the_live_projection_and_the_worker_carries_on(unique, tmp_path) -> None:
     from rich.console import Console
 
-    from streams.rebuild import rebuild
+    from streams.cli.rebuild import rebuild
 
     schema = f"pipe_{unique}"
     settings = worker_settings(unique, tmp_path, db_schema=schema)

@@ -21,12 +21,12 @@ import pytest
 from aiohttp import web
 from psycopg import sql
 
-from streams.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
-from streams.checks import breaker_check
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
+from streams.health.checks import breaker_check
 from streams.config import ConfigError, load_settings
-from streams.health import HealthRegistry, HealthStatus
-from streams.ratelimit import TokenBucket
-from streams.validate import Status, validate
+from streams.health.report import HealthRegistry, HealthStatus
+from streams.adapters.ratelimit import TokenBucket
+from streams.cli.validate import Status, validate
 from tests.integration.api_support import (
     api_worker,
     AT,

@@ -22,9 +22,10 @@ from psycopg import sql
 from domain.growth import StrategyConfig, StrategyState
 from domain.pipeline import process
 from projections import Message, apply_batch, connect, migrate
-from streams import cli, replay
+from streams.cli import main as cli
+from streams.cli import replay
 from streams.config import Settings, Topic
-from streams.explain import as_collected
+from streams.cli.explain import as_collected
 from tests.integration.ingest_support import read_all, wait_until
 from tests.integration.projection_support import dump
 from tests.integration.replay_support import (

@@ -10,7 +10,7 @@ import orjson
 
 from domain.growth import POPULAR_CONTENT
 from streams.config import Topic
-from streams.jetstream.corpus import tid
+from streams.local.corpus import tid
 from tests.integration.ingest_support import kill, read_all, wait_until
 from tests.integration.test_worker import _growth_at_least, growth_count, produce_raw, start_worker, worker_settings
 

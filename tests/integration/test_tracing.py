@@ -12,7 +12,7 @@ import urllib.request
 
 import orjson
 
-from streams.jetstream.server import JetstreamServer
+from streams.local.jetstream_server import JetstreamServer
 from tests.integration.ingest_support import ROOT, env_for, kill, wait_until
 from tests.integration.test_pipeline import drop, scratch_schema, wait_projected
 from tests.integration.test_worker import SAMPLE_LINES, free_port, worker_settings
@@ -25,7 +25,7 @@ def start_traced(args: list[str], settings, log_path: str, **env: str) -> subpro
     environment = env_for(settings)
     environment.update({"OTEL_SDK_DISABLED": "false", "OTEL_BSP_SCHEDULE_DELAY": "200", **env})
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "streams.cli", *args], env=environment,
+    return subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "streams.cli.main", *args], env=environment,
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

@@ -21,10 +21,10 @@ from psycopg import sql
 
 from projections import latest_version, migrate
 from projections.migrate import load_migrations
-from streams.checks import kafka_admin
+from streams.health.checks import kafka_admin
 from streams.config import Settings, Topic, load_settings
-from streams.kafka import PRODUCT_TOPICS, ensure_topics
-from streams.validate import main
+from streams.kafka.clients import PRODUCT_TOPICS, ensure_topics
+from streams.cli.validate import main
 from tests.conftest import ROOT
 from tests.integration.api_support import drop_schema, free_port
 
@@ -184,7 +184,7 @@ def test_an_unreachable_otlp_endpoint_is_a_warning_not_a_failure(env: pytest.Mon
 
 def test_the_command_prints_one_line_per_check_and_exits_non_zero_on_a_failure(deployment: tuple[str, str]) -> None:
     env = {**os.environ, "BGE_TOPIC_PREFIX": deployment[0], "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "validate", "--only", "kafka", "--only", "python"],
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "validate", "--only", "kafka", "--only", "python"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()

@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaProducer
 
 from domain.growth import StrategyConfig
 from streams.config import Settings, Topic
-from streams.jetstream import corpus
-from streams.jetstream.frames import read_facts
-from streams.kafka import ensure_topics, new_producer
+from streams.local import corpus
+from streams.ingest.frames import read_facts
+from streams.kafka.clients import ensure_topics, new_producer
 from tests.conftest import SAMPLE_JSONL
 from tests.integration.ingest_support import end_offsets_total, ingest_settings, kill, read_all, start_bge, wait_until
 

@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 
 from projections import QueryStats
-from streams.api import ACTOR, AT, HOURS, MIN_SCORE, STRATEGY, Api, create_api_pool, limit
-from streams.api_contract import ApiError, UserDetail
+from streams.api.routes import ACTOR, AT, HOURS, MIN_SCORE, STRATEGY, Api, create_api_pool, limit
+from streams.api.contract import ApiError, UserDetail
 from streams.config import load_settings
-from streams.health import HealthRegistry
-from streams.ratelimit import InboundRateLimiter
+from streams.health.report import HealthRegistry
+from streams.adapters.ratelimit import InboundRateLimiter
 
 
 def rejection(param: Any, raw: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from streams.bench import targets
 from streams.bench.catchup import CatchupClock
 from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
-from streams.log import LOGGER_PREFIX
+from streams.observability.log import LOGGER_PREFIX
 from tests.conftest import SAMPLE_JSONL
 
 

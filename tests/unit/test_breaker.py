@@ -11,8 +11,8 @@ import orjson
 import pytest
 from returns.result import Failure, Success
 
-from streams.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
-from streams.log import configure_logging
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
+from streams.observability.log import configure_logging
 
 
 class Clock:

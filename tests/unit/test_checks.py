@@ -9,9 +9,9 @@ import socket
 import pytest
 from aiokafka import TopicPartition
 
-from streams.breaker import BreakerConfig, CircuitBreaker
-from streams.checks import HealthThresholds, _lag, _lag_outcome, breaker_check, otlp_endpoint, probe_tcp
-from streams.health import HealthStatus
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker
+from streams.health.checks import HealthThresholds, _lag, _lag_outcome, breaker_check, otlp_endpoint, probe_tcp
+from streams.health.report import HealthStatus
 
 
 def test_thresholds_must_be_ordered_and_positive() -> None:

@@ -36,7 +36,7 @@ from domain.growth import (
     encode_state,
 )
 from domain.identity import SourceCoordinates
-from streams.jetstream import corpus
+from streams.local import corpus
 from tests.unit import domain_builders as b
 
 CORPUS_EVENTS = 3_000

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streams.health import (
+from streams.health.report import (
     CheckOutcome,
     HealthRegistry,
     HealthReport,

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from streams.jetstream import codec
-from streams.jetstream.frames import BadFrame, event_bytes, read_facts
-from streams.jetstream.ingest import MAX_URL_LENGTH, DeliveryFailed, InFlight, subscribe_request
-from streams.jetstream.resume import RecentIdentities
+from streams.ingest import codec
+from streams.ingest.frames import BadFrame, event_bytes, read_facts
+from streams.ingest.session import MAX_URL_LENGTH, DeliveryFailed, InFlight, subscribe_request
+from streams.ingest.resume import RecentIdentities
 from tests.conftest import SAMPLE_JSONL
 
 SAMPLE = [line for line in SAMPLE_JSONL.read_bytes().splitlines() if line]

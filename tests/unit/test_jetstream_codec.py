@@ -10,7 +10,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.jetstream import codec
+from streams.ingest import codec
 
 from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 SAMPLE_LINES = [line.rstrip(b"\n") for line in SAMPLE.open("rb")]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.jetstream import corpus
+from streams.local import corpus
 
 N = 60_000
 RATE = 800.0

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from streams.jetstream import codec, corpus
-from streams.jetstream.server import JetstreamServer, SubscriberOptions, parse_options_update, parse_subscribe_query
+from streams.ingest import codec
+from streams.local import corpus
+from streams.local.jetstream_server import JetstreamServer, SubscriberOptions, parse_options_update, parse_subscribe_query
 
 from tests.conftest import SAMPLE_JSONL as SAMPLE  # noqa: E402 - the bundled real recording
 SAMPLE_LINES = [line.rstrip(b"\n") for line in SAMPLE.open("rb")]
@@ -609,7 +610,7 @@ async def test_stats_count_connections_and_events() -> None:
 
 def test_command_line_serves_a_corpus(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.jetstream.server", "--corpus", str(SAMPLE), "--port", "0", "--rate", "10000"],
+        [sys.executable, "-m", "streams.local.jetstream_server", "--corpus", str(SAMPLE), "--port", "0", "--rate", "10000"],
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from streams.log import (
+from streams.observability.log import (
     configure_logging,
     correlation,
     current_correlation_id,
@@ -270,7 +270,7 @@ async def test_correlation_ids_are_isolated_between_tasks(output):
 
 def test_timer_logs_the_duration_of_a_sync_block(output, monkeypatch):
     ticks = iter([10.0, 10.25])
-    monkeypatch.setattr("streams.log.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("streams.observability.log.time.perf_counter", lambda: next(ticks))
     with get_logger("db").timer("flush batch", rows=3) as timer:
         pass
     assert timer.elapsed_ms == 250.0
@@ -338,8 +338,8 @@ def test_importing_the_module_installs_no_handler():
     import subprocess
     import sys
 
-    code = ("import logging, streams.log, streams.config, streams.breaker, streams.ratelimit, "
-            "streams.health, streams.results; assert logging.getLogger().handlers == [], "
+    code = ("import logging, streams.observability.log, streams.config, streams.adapters.breaker, streams.adapters.ratelimit, "
+            "streams.health.report; assert logging.getLogger().handlers == [], "
             "logging.getLogger().handlers")
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert importlib.import_module("streams.log")
+    assert importlib.import_module("streams.observability.log")

@@ -12,9 +12,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from streams.acking import AckBatcher, all_acknowledged
-from streams.breaker import BreakerConfig, CircuitBreaker, CircuitState
-from streams.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled
+from streams.kafka.acking import AckBatcher, all_acknowledged
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitState
+from streams.observability.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.log import configure_logging
-from streams.ratelimit import Decision, InboundRateLimiter, TokenBucket
+from streams.observability.log import configure_logging
+from streams.adapters.ratelimit import Decision, InboundRateLimiter, TokenBucket
 
 WALL = 1_750_000_000.0  # a unix time for the injected wall clock
 

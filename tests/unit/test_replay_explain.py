@@ -12,10 +12,10 @@ from domain import StrategyConfig, StrategyState, process
 from domain.events import to_json_dict
 from domain.identity import SourceCoordinates
 from streams.config import load_settings
-from streams.dlq import Prepared, Refused, prepare_redrive, record_key, target_partition
-from streams.explain import Explainer, comparable, diff_source, field_changes, load_strategy_config, source_id_of
-from streams.jetstream import codec
-from streams.selection import SelectionError
+from streams.cli.dlq import Prepared, Refused, prepare_redrive, record_key, target_partition
+from streams.cli.explain import Explainer, comparable, diff_source, field_changes, load_strategy_config, source_id_of
+from streams.ingest import codec
+from streams.cli.selection import SelectionError
 from tests.conftest import SAMPLE_JSONL
 
 SAMPLE = [line for line in SAMPLE_JSONL.read_bytes().splitlines() if line.strip()]

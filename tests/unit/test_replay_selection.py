@@ -9,8 +9,8 @@ import pytest
 
 from domain import StrategyConfig, StrategyState, process
 from domain.events import encode
-from streams.console import joined_values
-from streams.selection import (
+from streams.cli.console import joined_values
+from streams.cli.selection import (
     EARLIEST,
     LATEST,
     AtOffset,

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from streams.config import Settings
-from streams.source import Batch, BatchedSource, Route
+from streams.kafka.source import Batch, BatchedSource, Route
 
 TOPIC = "raw"
 TP0, TP1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)

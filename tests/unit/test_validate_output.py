@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.validate import CheckReport, Status, check_state_dir, main, render, summary
+from streams.cli.validate import CheckReport, Status, check_state_dir, main, render, summary
 
 REPORTS = [
     CheckReport("config", Status.PASS, "every variable is valid", duration_ms=1.0),

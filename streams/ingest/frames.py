@@ -1,0 +1,87 @@
+"""What the ingest needs to know about one Jetstream frame, and why a frame is rejected.
+
+The ingest never re-serialises an event: it reads just enough of it (repo DID, ``time_us``, kind,
+and the parts of its identity) to key, deduplicate and label the original bytes it produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from domain.identity import commit_source_id, sequence_source_id
+from streams.ingest import codec
+
+__all__ = ["BadFrame", "FrameFacts", "event_bytes", "read_facts"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFacts:
+    """The facts of one Jetstream event that the ingest relies on."""
+
+    did: str
+    time_us: int
+    kind: str
+    identity: str
+    collection: str = ""
+    operation: str = ""
+
+
+class BadFrame(Exception):
+    """A frame that is not a Jetstream event; ``reason`` is a short stable code for headers and counts."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def event_bytes(frame: bytes, *, compressed: bool, max_bytes: int) -> bytes:
+    """The event bytes carried by one frame: decompressed when the connection asked for
+    ``compress=true``, and never more than ``max_bytes`` (raises :class:`BadFrame`)."""
+    if compressed:
+        try:
+            return codec.decompress(frame, max_output_size=max_bytes)
+        except codec.FrameTooLargeError as exc:
+            raise BadFrame("oversized", str(exc)) from exc
+        except codec.CodecError as exc:
+            raise BadFrame("decompress_failed", str(exc)) from exc
+    if len(frame) > max_bytes:
+        raise BadFrame("oversized", f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
+    return frame
+
+
+def read_facts(raw: bytes) -> FrameFacts:
+    """Read the facts of a Jetstream event from its JSON bytes, or raise :class:`BadFrame`.
+
+    Identity follows the product's contract: a commit is ``(did, rev, collection, rkey,
+    operation)``, identity and account events are ``(did, kind, seq)``.
+    """
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadFrame("invalid_json", f"not valid JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise BadFrame("not_an_event", "a Jetstream event is a JSON object")
+    did, time_us, kind = event.get("did"), event.get("time_us"), event.get("kind")
+    if not isinstance(did, str) or not did.startswith("did:"):
+        raise BadFrame("not_an_event", "missing or malformed 'did'")
+    if not isinstance(time_us, int) or isinstance(time_us, bool) or time_us <= 0:
+        raise BadFrame("not_an_event", "missing or malformed 'time_us'")
+    if kind == "commit":
+        commit = event.get("commit")
+        if not isinstance(commit, dict):
+            raise BadFrame("not_an_event", "commit event without a 'commit' object")
+        parts = [commit.get(k) for k in ("rev", "collection", "rkey", "operation")]
+        if not all(isinstance(p, str) and p for p in parts):
+            raise BadFrame("not_an_event", "commit lacks rev, collection, rkey or operation")
+        rev, collection, rkey, operation = parts
+        return FrameFacts(did, time_us, kind, commit_source_id(did, rev, collection, rkey, operation),
+                          collection, operation)
+    if kind in ("identity", "account"):
+        body = event.get(kind)
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise BadFrame("not_an_event", f"{kind} event without an integer 'seq'")
+        return FrameFacts(did, time_us, kind, sequence_source_id(did, kind, seq))
+    raise BadFrame("not_an_event", f"unknown kind {kind!r}")

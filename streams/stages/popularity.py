@@ -1,0 +1,90 @@
+"""The popular-content stage: engagement re-keyed by post, counted in windows, candidates out.
+
+Domain events are keyed by the acting account, so the likes of one post are spread over every
+partition. Counting them per partition would undercount by the number of partitions, so the
+engagement is re-keyed first (a repartition, as in Kafka Streams): the collect agent sends each
+engagement event it emits to ``growth.events`` and, through :meth:`Popularity.route`, to
+``growth.engagement`` too::
+
+    collect ──► growth.engagement (key = post at-uri)
+    growth.engagement ──popularity──► growth.events (CandidateFound, key = the post's author)
+
+The ``popularity`` agent keeps one :class:`domain.growth.EngagementWindow` per post, keyed by the
+post's at-uri and partitioned like ``growth.engagement``, in a :class:`streams.kafka.state.ChangelogState`,
+and runs ``domain.growth.popular_content`` on each engagement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from returns.result import Success
+
+from domain.collection import Collected
+from domain.events import DomainEvent, decode, encode, partition_key
+from domain.growth import (
+    PopularContentConfig,
+    decode_engagement_window,
+    encode_state,
+    engagements_of,
+    popular_content,
+)
+from streams.kafka.clients import Outbox
+from streams.observability.log import ContextLogger, get_logger
+from streams.kafka.state import ChangelogState, DecodedView
+from streams.observability.tracing import inject_headers
+
+__all__ = ["ENGAGEMENT_SCHEMAS", "Popularity"]
+
+ENGAGEMENT_SCHEMAS = frozenset({"LikeAdded", "RepostAdded", "ReplyAdded", "QuoteAdded"})
+
+
+def _collected(event: DomainEvent) -> Collected:
+    return Collected(event.source, (event,))
+
+
+class Popularity:
+    """Routes engagement by post and decides popular content."""
+
+    def __init__(self, *, config: PopularContentConfig, windows: ChangelogState,
+                 engagement_topic: str, events_topic: str, logger: ContextLogger | None = None) -> None:
+        self.config = config
+        self.windows = windows
+        self.engagement_topic = engagement_topic
+        self.events_topic = events_topic
+        self.log = logger or get_logger("popularity")
+        self.candidates_found = 0  # CandidateFound events sent (metrics read it)
+        self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
+
+    def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
+        """Add an engagement ``event`` (encoded as ``value``) for ``growth.engagement`` to
+        ``outbox``, keyed by the post it concerns; other events are not routed."""
+        if not self.config.enabled or event.schema_name not in ENGAGEMENT_SCHEMAS:
+            return
+        for engagement in engagements_of(_collected(event)):
+            outbox.add(self.engagement_topic, engagement.post_uri.encode(), value, headers)
+            self.routed += 1
+
+    async def observe_batch(self, records: Iterable[Any], partitions: Iterable[int], outbox: Outbox) -> None:
+        """Count engagement ``records`` (each with ``partition`` and ``value``) of ``partitions``
+        in their posts' windows; add the window changes and the candidates to ``outbox``."""
+        for partition in partitions:
+            await self.windows.ensure(partition)
+        for record in records:
+            self.observe(record.partition, record.value, outbox)
+
+    def observe(self, partition: int, value: bytes, outbox: Outbox) -> None:
+        """Count one engagement in its post's window (of a partition already ensured)."""
+        match decode(value):
+            case Success(event):
+                view = DecodedView(self.windows.view(partition), decode_engagement_window)
+                changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
+                for uri, window in changed.items():
+                    self.windows.put(partition, uri, encode_state(window), outbox)
+                for found in decision.value_or(()):
+                    self.candidates_found += 1
+                    self.log.info("candidate found", strategy=found.strategy, candidate=found.did,
+                                  score=found.score, reasons="; ".join(found.reasons))
+                    headers = inject_headers([("schema", found.schema_name.encode())])
+                    outbox.add(self.events_topic, partition_key(found), encode(found), headers)

@@ -1,0 +1,197 @@
+"""The project stage: domain events from ``growth.events`` into Postgres, exactly once in effect.
+
+The stage gets a batch of messages at a time (``streams.kafka.source``: what one fetch brought, at
+most ``PROJECTOR_BATCH_SIZE`` per transaction). Each transaction also advances the stored (topic,
+partition, offset) high-water marks (``projections.apply_batch``), so a batch delivered again is
+skipped, and a partition assigned to the worker starts at its mark (:meth:`Projector.positions`).
+Kafka offsets are committed after the transaction, for lag tools only.
+
+When Postgres is down the projector never gives up on a batch and never skips one: it retries
+behind a circuit breaker with growing pauses, and while it waits the stage consumes nothing
+(the source's channel fills and its fetching waits). When Postgres is back it resumes with the
+same batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
+from psycopg_pool import AsyncConnectionPool
+
+from projections import (
+    BatchResult, Message, QueryStats, RetryPolicy, create_pool, is_transient, project_batch, stored_offsets,
+)
+from streams.adapters.breaker import BreakerConfig, CircuitBreaker
+from streams.config import Settings
+from streams.observability.log import ContextLogger, get_logger
+from streams.observability.metrics import projection_batch_duration
+from streams.observability.tracing import extract_context
+
+__all__ = ["CONSUMER", "Pending", "Projector", "ProjectorStats"]
+
+CONSUMER = "projector"
+_tracer = trace.get_tracer("bge.projector")
+
+
+class Pending(Protocol):
+    """One message of a batch (an aiokafka ``ConsumerRecord`` is one): where it was read, its
+    bytes and its trace headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pending]]]:
+    """The batch's messages that carry a valid trace context, by their ``traceparent``, each
+    context extracted once."""
+    traces: dict[bytes, tuple[Context, list[Pending]]] = {}
+    for message in batch:
+        parent = next((value for key, value in message.headers or () if key == "traceparent"), None)
+        if parent is None:
+            continue
+        found = traces.get(parent)
+        if found is None:
+            context = extract_context(message.headers)
+            if not trace.get_current_span(context).get_span_context().is_valid:
+                continue
+            traces[parent] = found = (context, [])
+        found[1].append(message)
+    return traces
+
+
+@dataclass
+class ProjectorStats:
+    batches: int = 0
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    rows: int = 0
+    retries: int = 0
+    last_batch_ms: float = 0.0
+
+
+class Projector:
+    """Owns the connection pool and applies batches until they succeed."""
+
+    def __init__(self, settings: Settings, *, logger: ContextLogger | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.log = logger or get_logger("projector")
+        self.query_stats = QueryStats()
+        self.stats = ProjectorStats()
+        self.breaker = CircuitBreaker(
+            "postgres",
+            BreakerConfig(failure_threshold=settings.breaker_failure_threshold,
+                          recovery_timeout=min(settings.breaker_recovery_seconds, 5.0),
+                          enabled=settings.enable_circuit_breaker),
+        )
+        self._rng = rng or random.Random()
+        self._pool: AsyncConnectionPool | None = None
+        self._retry = RetryPolicy(attempts=3)
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            self._pool = create_pool(
+                self.settings.database_url, self.settings.db_schema,
+                min_size=self.settings.db_pool_min, max_size=self.settings.db_pool_max,
+                statement_timeout_ms=self.settings.db_statement_timeout_ms, stats=self.query_stats,
+            )
+        return self._pool
+
+    async def start(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Where to start ``partitions`` of ``topic``: the stored marks (Postgres is the
+        truth; Kafka's committed offsets may lag them). When Postgres cannot answer, nothing:
+        the group's committed offsets are at or below the marks, and what is below is skipped."""
+        try:
+            marks = await stored_offsets(self.pool, CONSUMER, topic, timeout_s=10.0)
+        except Exception as exc:  # noqa: BLE001 - the fallback is safe, only slower
+            self.log.warning("projection marks unreadable; starting from committed offsets", error=repr(exc))
+            return {}
+        return {partition: marks[partition] for partition in partitions if partition in marks}
+
+    async def apply_all(self, batch: Sequence[Pending]) -> None:
+        """Apply ``batch`` in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
+        size = max(1, self.settings.projector_batch_size)
+        for start in range(0, len(batch), size):
+            await self.apply(batch[start:start + size])
+
+    async def apply(self, batch: Sequence[Pending]) -> BatchResult:
+        """Apply ``batch`` in one transaction, retrying transient failures until it succeeds."""
+        traces = _traces_of(batch)
+        links = [Link(trace.get_current_span(context).get_span_context())
+                 for context, _ in itertools.islice(traces.values(), 128)]
+        with _tracer.start_as_current_span("project batch", kind=SpanKind.CONSUMER, links=links,
+                                           attributes={"batch.size": len(batch)}) as span:
+            started = time.perf_counter()
+            try:
+                result = await self._apply_until_done([Message(m.topic, m.partition, m.offset, m.value) for m in batch])
+            except Exception:
+                projection_batch_duration(time.perf_counter() - started, outcome="failed")
+                raise
+            projection_batch_duration(time.perf_counter() - started, outcome="applied")
+            span.set_attributes({"applied": result.applied, "skipped": result.skipped,
+                                 "dead_lettered": result.dead_lettered, "duration_ms": result.duration_s * 1000})
+        self._trace_each(traces)
+        self.stats.batches += 1
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
+        self.stats.dead_lettered += result.dead_lettered
+        self.stats.rows += sum(result.rows.values())
+        self.stats.last_batch_ms = result.duration_s * 1000
+        return result
+
+    async def _apply_until_done(self, messages: list[Message]) -> BatchResult:
+        attempt = 0
+        while True:
+            if self.breaker.try_acquire():
+                try:
+                    result = await project_batch(self.pool, CONSUMER, messages, retry=self._retry)
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    self.breaker.record_failure(exc)
+                    if not is_transient(exc):
+                        raise
+                    self.stats.retries += 1
+                    self.log.warning("projection batch failed; retrying the same batch", error=repr(exc),
+                                     attempt=attempt, batch_size=len(messages), breaker=self.breaker.state.value)
+                else:
+                    self.breaker.record_success()
+                    return result
+            delay = min(0.5 * 2 ** min(attempt, 5), 15.0) * (0.5 + self._rng.random())
+            attempt += 1
+            await asyncio.sleep(max(delay, self.breaker.retry_after() or 0.0))
+
+    @staticmethod
+    def _trace_each(traces: dict[bytes, tuple[Context, list[Pending]]]) -> None:
+        """A short span in each traced event's own trace, so one event's trace reaches its
+        database write: one per trace (a raw event's domain events share their producer's
+        trace), naming the offsets it applied."""
+        for context, messages in traces.values():
+            first = messages[0]
+            with _tracer.start_as_current_span(
+                "project growth.event", context=context, kind=SpanKind.CONSUMER,
+                attributes={"messaging.kafka.partition": first.partition,
+                            "messaging.kafka.offset": first.offset,
+                            "messaging.batch.message_count": len(messages), "db.system": "postgresql"},
+            ):
+                pass
