@@ -32,7 +32,6 @@ RECORD_URI_PATTERN = f"at://{DID_PATTERN}/{NSID_PATTERN}/{RKEY_PATTERN}"
 AT_URI_PATTERN = f"at://(?:{DID_PATTERN}|{HANDLE_PATTERN})(?:/{NSID_PATTERN}(?:/{RKEY_PATTERN})?)?"
 
 _DID = re.compile(DID_PATTERN)
-_HANDLE = re.compile(HANDLE_PATTERN)
 _NSID = re.compile(NSID_PATTERN)
 _RKEY = re.compile(RKEY_PATTERN)
 _TID = re.compile(TID_PATTERN)
@@ -47,11 +46,6 @@ MAX_AT_URI_LENGTH = 8192
 def is_did(value: str) -> bool:
     """True when ``value`` has DID syntax (``did:method:identifier``)."""
     return len(value) <= MAX_DID_LENGTH and _DID.fullmatch(value) is not None
-
-
-def is_handle(value: str) -> bool:
-    """True when ``value`` has handle syntax (a DNS name with at least two labels)."""
-    return len(value) <= MAX_HANDLE_LENGTH and _HANDLE.fullmatch(value) is not None
 
 
 def is_nsid(value: str) -> bool:

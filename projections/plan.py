@@ -40,7 +40,6 @@ __all__ = [
     "UserPatch",
     "plan_batch",
     "record_collection",
-    "record_did",
     "unprojectable",
     "us_to_datetime",
 ]
@@ -93,11 +92,6 @@ def unprojectable(event: Any) -> str | None:
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def record_did(uri: str) -> str:
-    """The repository DID of ``at://did/collection/rkey`` (``""`` when it has none)."""
-    return uri[5:].split("/", 1)[0] if uri.startswith("at://") else ""
 
 
 def record_collection(uri: str) -> str:

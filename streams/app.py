@@ -2,15 +2,7 @@
 
 Start a worker the Faust way, ``faust -A streams.app worker -l info`` (or ``bge worker``).
 
-Topology (topic names carry ``BGE_TOPIC_PREFIX``)::
-
-    jetstream.events ──collect──► growth.events        (domain events, key = partition key)
-                            ├───► growth.engagement    (engagement events again, key = post at-uri)
-                            └───► growth.dlq           (rejected raw events, reason in headers)
-    growth.engagement ──popularity──► growth.events      (CandidateFound of popular content)
-    growth.events ──project──► Postgres                 (one transaction per batch, offsets inside)
-    growth.events ──crawl-planner──► growth.crawl (partition 0) ──crawl──► AppView ──► growth.events
-                                                  (CRAWL_ENABLED; one partition = one shared rate limit)
+The wiring (topics, stages, consumer names, header names) is declared in :mod:`streams.topology`.
 
 Run ``bge migrate`` before the first worker starts.
 
@@ -37,7 +29,8 @@ import faust
 
 from streams.api.routes import serve_api
 from streams.stages.collect import Collector, load_strategy_config
-from streams.config import WORKER_AGENTS, Settings, Topic, load_settings
+from streams.config import WORKER_AGENTS, Settings, load_settings
+from streams.topology import PROJECTOR_CONSUMER, STAGE_OUTPUTS, STAGES, Topic
 from streams.stages.crawl import SessionCredentials, load_crawl_config, register_crawl
 from streams.kafka.clients import KeyPartitioner, Outbox, Sender, ensure_topics
 from streams.health.checks import group_lag, projector_lag
@@ -45,7 +38,6 @@ from streams.observability.log import configure_logging, get_logger
 from streams.observability.metrics import PipelineMetrics, export_interval_seconds, metrics_enabled, setup_metrics
 from streams.stages.popularity import Popularity
 from streams.kafka.state import ChangelogState
-from streams.stages.project import CONSUMER as PROJECTOR_CONSUMER
 from streams.stages.project import Projector
 from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route
 from streams.observability.tracing import instrument_psycopg, setup_tracing
@@ -112,13 +104,6 @@ def app_id(settings: Settings) -> str:
     return f"{prefix}-bge{roles}" if prefix else f"bge{roles}"
 
 
-# the topic each agent consumes
-AGENT_INPUTS: dict[str, Topic] = {"collect": Topic.JETSTREAM_EVENTS, "popularity": Topic.GROWTH_ENGAGEMENT,
-                                  "project": Topic.GROWTH_EVENTS}
-# the topics the stages send to (besides the state changelogs, opened by ``ChangelogState``)
-STAGE_OUTPUTS = (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, Topic.GROWTH_DLQ)
-
-
 def create_app(settings: Settings) -> GrowthApp:
     """Build the worker's Faust app, its topics, tables and agents from ``settings``."""
     datadir = Path(settings.bge_state_dir or tempfile.gettempdir()) / "faust"
@@ -177,7 +162,7 @@ def create_app(settings: Settings) -> GrowthApp:
         """The channel the source hands ``agent`` its input batches on (one batch deep: the next
         one waits in the source, and its topic's fetching pauses, while the stage is behind)."""
         channel = BatchChannel(app, maxsize=1)
-        source.route(settings.topic(AGENT_INPUTS[agent]), Route(channel, **hooks))
+        source.route(settings.topic(STAGES[agent].input), Route(channel, **hooks))
         return channel
 
     def sending(fill: Callable[[list[Any], Iterable[int], Outbox], Awaitable[None]]) -> Callable[[Batch], Awaitable[list[Any]]]:
@@ -227,7 +212,7 @@ def create_app(settings: Settings) -> GrowthApp:
     if settings.crawl_enabled:
         breakers.append(app.crawl.appview.breaker)
     app.metrics = worker_metrics(app, settings, source, collector, popularity, projector, breakers)
-    serve_api(app, settings, breakers=breakers, consumed=[AGENT_INPUTS[agent] for agent in settings.worker_agents],
+    serve_api(app, settings, breakers=breakers, consumed=[STAGES[agent].input for agent in settings.worker_agents],
               projects="project" in runs, consumer_group=app_id(settings))
     return app
 
@@ -239,7 +224,7 @@ def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, co
     metrics = PipelineMetrics()
 
     def acknowledged(name: str) -> Any:
-        route = source.routes.get(settings.topic(AGENT_INPUTS[name]))
+        route = source.routes.get(settings.topic(STAGES[name].input))
         return lambda: route.settled if route is not None else 0
 
     # out: domain events for collect and popularity (their sends also carry state changelog
@@ -264,7 +249,7 @@ def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, co
         return metrics
     log = get_logger("worker.metrics")
     group = app_id(settings)
-    grouped = [settings.topic(AGENT_INPUTS[agent]) for agent in settings.worker_agents]
+    grouped = [settings.topic(STAGES[agent].input) for agent in settings.worker_agents]
 
     @app.timer(export_interval_seconds(), on_leader=True, name="consumer-lag-metrics")
     async def measure_lag() -> None:

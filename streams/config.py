@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-from enum import StrEnum
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -23,20 +22,9 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streams.observability.log import mask_text
+from streams.topology import STAGES
 
-__all__ = ["ConfigError", "Settings", "Topic", "format_validation_error", "load_settings"]
-
-
-class Topic(StrEnum):
-    """The product's Kafka topics, before the deployment prefix (see :meth:`Settings.topic`)."""
-
-    JETSTREAM_EVENTS = "jetstream.events"
-    JETSTREAM_DLQ = "jetstream.dlq"
-    JETSTREAM_OPS = "jetstream.ops"
-    GROWTH_EVENTS = "growth.events"
-    GROWTH_DLQ = "growth.dlq"
-    GROWTH_CRAWL = "growth.crawl"
-    GROWTH_ENGAGEMENT = "growth.engagement"
+__all__ = ["ConfigError", "Settings", "format_validation_error", "load_settings"]
 
 
 DEFAULT_JETSTREAM_ENDPOINTS: Final = (
@@ -82,7 +70,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-WORKER_AGENTS: tuple[str, ...] = ("collect", "popularity", "project")
+WORKER_AGENTS: tuple[str, ...] = tuple(STAGES)
 
 
 def _split_csv(value: Any) -> Any:

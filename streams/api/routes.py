@@ -57,7 +57,8 @@ from streams.api import contract as c
 from streams.api.contract import ApiError, ErrorCode, Operation, Param
 from streams.adapters.breaker import CircuitBreaker
 from streams.health.checks import PROJECTOR, build_registry
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.health.report import HealthRegistry, HealthReport, HealthStatus
 from streams.observability.log import ContextLogger, correlation, get_logger
 from streams.adapters.ratelimit import InboundRateLimiter

@@ -32,7 +32,7 @@ from streams.bench import targets
 from streams.bench.baselines import consume_and_decode
 from streams.bench.harness import Corner, Figure, KafkaCounters, Options, RssSampler, corpus_file, produce_raw
 from streams.bench.pipeline import OffsetsWatcher
-from streams.config import Topic
+from streams.topology import Topic
 
 __all__ = ["CatchupClock", "bench_catchup"]
 

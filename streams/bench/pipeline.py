@@ -51,7 +51,7 @@ from streams.bench.harness import (
     read_topic,
     wait_for,
 )
-from streams.config import Topic
+from streams.topology import Topic
 
 __all__ = ["DEFAULT_LATENCY_RUNS", "OffsetsWatcher", "bench_latency", "bench_memory", "latency_runs",
            "tracing_label", "wait_pipeline_done", "worker_ready"]

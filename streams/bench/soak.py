@@ -51,7 +51,7 @@ from streams.bench.harness import (
     read_topic,
 )
 from streams.bench.pipeline import wait_pipeline_done, worker_ready
-from streams.config import Topic
+from streams.topology import PROJECTOR_CONSUMER, Topic
 
 __all__ = ["MALFORMED_EVENT", "SoakResult", "bench_soak", "soak", "table_checksums"]
 
@@ -142,7 +142,7 @@ async def reference_schema(corner: Corner, lines: list[bytes]) -> str:
     messages = await domain_messages(lines, topic="reference", partitions=1)
     async with await connect(corner.settings.database_url, schema) as conn:
         for start in range(0, len(messages), 5000):
-            await apply_batch(conn, "projector", [Message(*m) for m in messages[start : start + 5000]])
+            await apply_batch(conn, PROJECTOR_CONSUMER, [Message(*m) for m in messages[start : start + 5000]])
     return schema
 
 

@@ -23,7 +23,6 @@ How each figure is taken (so the numbers can be read):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
@@ -52,8 +51,9 @@ from streams.bench.harness import (
     produce_raw,
     slope,
 )
-from streams.config import Settings, Topic
-from streams.kafka.clients import new_producer, new_reader
+from streams.config import Settings
+from streams.topology import PROJECTOR_CONSUMER, Topic
+from streams.kafka.clients import new_reader
 from streams.observability.log import LOGGER_PREFIX
 
 __all__ = ["MemoryState", "bench_collect", "bench_ingest", "bench_project", "bench_replay", "domain_messages",
@@ -403,7 +403,7 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
         try:
             started = time.perf_counter()
             for batch in batches:
-                result = await project_batch(pool, "projector", batch)
+                result = await project_batch(pool, PROJECTOR_CONSUMER, batch)
                 rows += sum(result.rows.values())
                 for table, count in result.rows.items():
                     by_table[table] = by_table.get(table, 0) + count

@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from projections import connect, migrate, queries
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.local import corpus
 from streams.ingest.session import Ingest, run_ingest
 from streams.local.jetstream_server import JetstreamServer

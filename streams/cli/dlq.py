@@ -52,7 +52,8 @@ from rich.table import Table
 
 from domain.growth import StrategyConfig, StrategyState
 from domain.pipeline import process
-from streams.config import ConfigError, Settings, Topic, load_settings
+from streams.config import ConfigError, Settings, load_settings
+from streams.topology import Header, Topic
 from streams.cli.console import (
     FAILED,
     NOTHING,
@@ -71,7 +72,7 @@ from streams.cli.console import (
     stop_on_signals,
 )
 from streams.kafka.deadletter import read_dead_letter
-from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, read_facts
+from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, raw_headers, read_facts
 from streams.kafka.clients import new_producer
 from streams.cli.selection import (
     Bounds,
@@ -234,14 +235,6 @@ class Refused:
     message: str
 
 
-def raw_headers(facts: FrameFacts) -> list[tuple[str, bytes]]:
-    """The headers the ingest gives a raw event."""
-    headers = [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
-    if facts.collection:
-        headers += [("collection", facts.collection.encode()), ("operation", facts.operation.encode())]
-    return headers
-
-
 def prepare_redrive(
     settings: Settings,
     topic: str,
@@ -276,7 +269,7 @@ def prepare_redrive(
     target = raw_topic if is_frame else (dead.topic or raw_topic)
     name = record_key(topic, partition, offset)
     out = raw_headers(facts) if facts is not None else []
-    out += [(k, v) for k, v in headers if k in ("traceparent", "tracestate")]
+    out += [(k, v) for k, v in headers if k in (Header.TRACEPARENT, Header.TRACESTATE)]
     out += [
         ("redriven_from", name.encode()),
         ("redriven_at", (now or datetime.now(UTC)).isoformat().encode()),

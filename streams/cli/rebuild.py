@@ -26,9 +26,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from projections import Message, apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.kafka.clients import end_offsets, new_reader
-from streams.stages.project import CONSUMER
+from streams.topology import PROJECTOR_CONSUMER as CONSUMER
 
 __all__ = ["main", "rebuild"]
 

@@ -38,7 +38,8 @@ from rich.text import Text
 from domain.events import to_json_dict
 from domain.growth import StrategyConfig
 from domain.identity import SourceCoordinates
-from streams.config import ConfigError, Settings, Topic, load_settings
+from streams.config import ConfigError, Settings, load_settings
+from streams.topology import Header, Topic
 from streams.cli.console import (
     FAILED,
     NOTHING,
@@ -340,7 +341,7 @@ class Replay:
     def _raw_bytes(self, message: Any) -> bytes:
         value = message.value or b""
         headers = decode_headers(message.headers)
-        if headers.get("compressed") == "true":
+        if headers.get(Header.COMPRESSED) == "true":
             from streams.ingest import codec
 
             try:
@@ -565,7 +566,7 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     """``(what, summary)`` of a printed message: its kind and a line of its content."""
     headers, value = record.get("headers") or {}, record.get("value")
     if "error_reason" in headers:
-        return f"dead letter {headers['error_reason']}", headers.get("error_message", "")
+        return f"dead letter {headers[Header.ERROR_REASON]}", headers.get(Header.ERROR_MESSAGE, "")
     if record.get("encoding") != "json":
         return "bytes", f"{len(str(value or ''))} base64 characters"
     if isinstance(value, orjson.Fragment):

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import orjson
+from streams.topology import Header
 
 __all__ = [
     "ALIASES",
@@ -488,7 +489,7 @@ class MessageFilter:
 
 def trace_id(headers: Headers | None) -> str | None:
     """The trace id (32 hex) of a ``traceparent`` header, if any."""
-    value = _header(headers, "traceparent")
+    value = _header(headers, Header.TRACEPARENT)
     if value is None:
         return None
     parts = value.decode("latin-1").split("-")

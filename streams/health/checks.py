@@ -38,12 +38,12 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from projections import MigrationError, check_schema_version, stored_offsets
 from streams.adapters.breaker import CircuitBreaker, CircuitState
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import PROJECTOR_CONSUMER as PROJECTOR, Topic
 from streams.health.report import Check, CheckOutcome, HealthRegistry
 from streams.ingest.resume import header_time_us
 from streams.kafka.clients import PRODUCT_TOPICS, new_reader
 from streams.observability.log import get_logger, mask_text
-from streams.stages.project import CONSUMER as PROJECTOR
 
 # the names the lag checks have in /health (``lag.<name>``)
 LAG_CHECK_NAMES = {Topic.JETSTREAM_EVENTS: "collect", Topic.GROWTH_EVENTS: "growth-events",

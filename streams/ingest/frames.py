@@ -12,8 +12,9 @@ import orjson
 
 from domain.identity import commit_source_id, sequence_source_id
 from streams.ingest import codec
+from streams.topology import Header
 
-__all__ = ["BadFrame", "FrameFacts", "event_bytes", "read_facts"]
+__all__ = ["BadFrame", "FrameFacts", "event_bytes", "raw_headers", "read_facts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,15 @@ class FrameFacts:
     identity: str
     collection: str = ""
     operation: str = ""
+
+
+def raw_headers(facts: FrameFacts) -> list[tuple[str, bytes]]:
+    """The headers a raw event carries in ``jetstream.events`` (consumers filter on them without
+    parsing the value)."""
+    headers = [(Header.KIND, facts.kind.encode()), (Header.TIME_US, str(facts.time_us).encode())]
+    if facts.collection:
+        headers += [(Header.COLLECTION, facts.collection.encode()), (Header.OPERATION, facts.operation.encode())]
+    return headers
 
 
 class BadFrame(Exception):

@@ -37,13 +37,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitState
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Header, Topic
 from streams.kafka.deadletter import dead_letter_headers
 from streams.observability.metrics import PipelineMetrics
-from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, read_facts
+from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, raw_headers, read_facts
 from streams.ingest.resume import RecentIdentities, TailState
 from streams.observability.log import ContextLogger, get_logger
 from streams.observability.tracing import inject_headers
@@ -388,10 +389,7 @@ class Ingest:
         if not self._recent.add(facts.identity, facts.time_us):
             stats.duplicates += 1
             return facts
-        headers = [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
-        if facts.collection:
-            headers.append(("collection", facts.collection.encode()))
-            headers.append(("operation", facts.operation.encode()))
+        headers = raw_headers(facts)
         if self._traced:
             with _tracer.start_as_current_span(
                 "ingest jetstream.frame",
@@ -422,7 +420,7 @@ class Ingest:
             error_class=type(exc).__name__, reason=exc.reason, message=str(exc), source="jetstream",
             failed_at=datetime.fromtimestamp(arrived_us / 1e6, UTC), endpoint=url,
         )
-        headers.append(("compressed", b"true" if self.settings.jetstream_compress else b"false"))
+        headers.append((Header.COMPRESSED, b"true" if self.settings.jetstream_compress else b"false"))
         inject_headers(headers)
         await self.producer.send_and_wait(self._dlq_topic, value=frame, headers=headers)
 

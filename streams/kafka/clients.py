@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 
 __all__ = ["PRODUCT_TOPICS", "KeyPartitioner", "Outbox", "Sender", "delivered", "end_offsets", "ensure_topics", "murmur2", "new_producer",
            "new_reader", "partition_count", "topic_partitions"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from streams.topology import Header
+
 __all__ = ["DeadLetter", "dead_letter_headers", "read_dead_letter"]
 
 MAX_MESSAGE = 1000
@@ -39,17 +41,17 @@ def dead_letter_headers(
 ) -> list[tuple[str, bytes]]:
     """The headers of one dead letter (see the module docstring)."""
     headers = [
-        ("error_class", error_class.encode()),
-        ("error_reason", reason.encode()),
-        ("error_message", message[:MAX_MESSAGE].encode()),
-        ("source", source.encode()),
-        ("failed_at", (failed_at or datetime.now(UTC)).isoformat().encode()),
+        (Header.ERROR_CLASS, error_class.encode()),
+        (Header.ERROR_REASON, reason.encode()),
+        (Header.ERROR_MESSAGE, message[:MAX_MESSAGE].encode()),
+        (Header.SOURCE, source.encode()),
+        (Header.FAILED_AT, (failed_at or datetime.now(UTC)).isoformat().encode()),
     ]
     if topic is not None:
-        headers += [("source_topic", topic.encode()), ("source_partition", str(partition).encode()),
-                    ("source_offset", str(offset).encode())]
+        headers += [(Header.SOURCE_TOPIC, topic.encode()), (Header.SOURCE_PARTITION, str(partition).encode()),
+                    (Header.SOURCE_OFFSET, str(offset).encode())]
     if endpoint is not None:
-        headers.append(("endpoint", endpoint.encode()))
+        headers.append((Header.ENDPOINT, endpoint.encode()))
     return headers
 
 
@@ -72,13 +74,13 @@ def read_dead_letter(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, by
     """Read the headers written by :func:`dead_letter_headers` (missing ones become empty)."""
     h = {k: v.decode("utf-8", "replace") for k, v in headers or ()}
     return DeadLetter(
-        error_class=h.get("error_class", ""),
-        reason=h.get("error_reason", ""),
-        message=h.get("error_message", ""),
-        source=h.get("source", ""),
-        failed_at=h.get("failed_at", ""),
-        topic=h.get("source_topic"),
-        partition=int(h["source_partition"]) if h.get("source_partition", "").isdigit() else None,
-        offset=int(h["source_offset"]) if h.get("source_offset", "").isdigit() else None,
-        endpoint=h.get("endpoint"),
+        error_class=h.get(Header.ERROR_CLASS, ""),
+        reason=h.get(Header.ERROR_REASON, ""),
+        message=h.get(Header.ERROR_MESSAGE, ""),
+        source=h.get(Header.SOURCE, ""),
+        failed_at=h.get(Header.FAILED_AT, ""),
+        topic=h.get(Header.SOURCE_TOPIC),
+        partition=int(h[Header.SOURCE_PARTITION]) if h.get(Header.SOURCE_PARTITION, "").isdigit() else None,
+        offset=int(h[Header.SOURCE_OFFSET]) if h.get(Header.SOURCE_OFFSET, "").isdigit() else None,
+        endpoint=h.get(Header.ENDPOINT),
     )

@@ -305,12 +305,6 @@ class ContextLogger:
         """Something was done for or about an account: INFO ``"user action"``."""
         self._emit(logging.INFO, "user action", {"action": action, "did": did, **fields})
 
-    def db_operation(self, operation: str, table: str, duration_ms: float | None = None,
-                     **fields: Any) -> None:
-        """A database operation completed: DEBUG ``"db operation"``."""
-        self._emit(logging.DEBUG, "db operation",
-                   {"operation": operation, "table": table, "duration_ms": duration_ms, **fields})
-
     def rate_limit_hit(self, key: str, *, limit: float | None = None,
                        retry_after: float | None = None, **fields: Any) -> None:
         """A rate limit refused or paused calls: WARNING ``"rate limit hit"``."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -23,9 +23,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import streams
+from streams.topology import Header
 
 __all__ = ["extract_context", "inject_headers", "instrument_psycopg", "sdk_disabled", "service_resource", "setup_tracing",
-           "shutdown_tracing", "trace_id_of"]
+           "shutdown_tracing"]
 
 _provider: TracerProvider | None = None
 
@@ -93,19 +94,10 @@ def inject_headers(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 def has_trace_context(headers: Iterable[tuple[str, bytes]] | None) -> bool:
     """Whether Kafka ``headers`` carry a W3C trace context (cheaper than extracting none)."""
-    return any(key == "traceparent" for key, _ in headers or ())
+    return any(key == Header.TRACEPARENT for key, _ in headers or ())
 
 
 def extract_context(headers: Iterable[tuple[str, bytes]] | None) -> otel_context.Context:
     """The trace context carried by Kafka ``headers`` (an empty context when none)."""
-    carrier = {k: v.decode("latin-1") for k, v in headers or () if k in ("traceparent", "tracestate")}
+    carrier = {k: v.decode("latin-1") for k, v in headers or () if k in (Header.TRACEPARENT, Header.TRACESTATE)}
     return propagate.extract(carrier)
-
-
-def trace_id_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    """The trace id (32 hex) carried by Kafka ``headers``, if any."""
-    for key, value in headers or ():
-        if key == "traceparent":
-            parts = value.decode("latin-1").split("-")
-            return parts[1] if len(parts) == 4 else None
-    return None

@@ -41,6 +41,7 @@ from streams.kafka.clients import Outbox
 from streams.observability.log import ContextLogger, get_logger
 from streams.kafka.state import ChangelogState, DecodedView
 from streams.observability.tracing import extract_context, has_trace_context, inject_headers
+from streams.topology import Header
 
 __all__ = ["CollectStats", "Collector", "load_strategy_config"]
 
@@ -142,10 +143,10 @@ class Collector:
             self.accounts.put(partition, did, encode_state(memory), outbox)
         # every event of this message is sent inside its span: one trace context for all of them
         trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
-        source_id = ("source_id", source.id.encode())
+        source_id = (Header.SOURCE_ID, source.id.encode())
         events = outcome.all_events
         for event in events:
-            headers = [("schema", event.schema_name.encode()), source_id, *trace_headers]
+            headers = [(Header.SCHEMA, event.schema_name.encode()), source_id, *trace_headers]
             value = encode(event)
             outbox.add(self.events_topic, partition_key(event), value, headers)
             if self.route is not None:

@@ -101,7 +101,8 @@ from projections.db import create_pool, quote_schema, validate_schema, with_retr
 from streams.kafka.acking import AckBatcher, all_acknowledged
 from streams.adapters.atproto import AppViewClient, AtprotoSession, RetryPolicy, XrpcClient, XrpcError, collect_pages, iso_now
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.kafka.deadletter import dead_letter_headers
 from streams.kafka.clients import new_producer
 from streams.observability.log import ContextLogger, get_logger

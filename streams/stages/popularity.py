@@ -34,6 +34,7 @@ from streams.kafka.clients import Outbox
 from streams.observability.log import ContextLogger, get_logger
 from streams.kafka.state import ChangelogState, DecodedView
 from streams.observability.tracing import inject_headers
+from streams.topology import Header
 
 __all__ = ["ENGAGEMENT_SCHEMAS", "Popularity"]
 
@@ -86,5 +87,5 @@ class Popularity:
                     self.candidates_found += 1
                     self.log.info("candidate found", strategy=found.strategy, candidate=found.did,
                                   score=found.score, reasons="; ".join(found.reasons))
-                    headers = inject_headers([("schema", found.schema_name.encode())])
+                    headers = inject_headers([(Header.SCHEMA, found.schema_name.encode())])
                     outbox.add(self.events_topic, partition_key(found), encode(found), headers)

@@ -35,10 +35,11 @@ from streams.config import Settings
 from streams.observability.log import ContextLogger, get_logger
 from streams.observability.metrics import projection_batch_duration
 from streams.observability.tracing import extract_context
+from streams.topology import PROJECTOR_CONSUMER, Header
 
 __all__ = ["CONSUMER", "Pending", "Projector", "ProjectorStats"]
 
-CONSUMER = "projector"
+CONSUMER = PROJECTOR_CONSUMER
 _tracer = trace.get_tracer("bge.projector")
 
 
@@ -58,7 +59,7 @@ def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pend
     context extracted once."""
     traces: dict[bytes, tuple[Context, list[Pending]]] = {}
     for message in batch:
-        parent = next((value for key, value in message.headers or () if key == "traceparent"), None)
+        parent = next((value for key, value in message.headers or () if key == Header.TRACEPARENT), None)
         if parent is None:
             continue
         found = traces.get(parent)

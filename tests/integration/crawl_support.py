@@ -17,7 +17,8 @@ from psycopg import sql
 from domain.crawl import CrawlConfig
 from streams.local.appview import AppViewStandIn, Graph
 from streams.adapters.atproto import AppViewClient, RetryPolicy
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.stages.crawl import Crawler, CrawlStore, KafkaTopic
 from streams.kafka.clients import ensure_topics, new_producer
 from tests.integration.ingest_support import read_all

@@ -9,7 +9,8 @@ import os
 
 from domain.crawl import CrawlConfig, SnowballConfig
 from streams.app import create_app
-from streams.config import Topic, load_settings
+from streams.config import load_settings
+from streams.topology import Topic
 from streams.stages.crawl import register_crawl
 
 settings = load_settings()

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiokafka import TopicPartition
 
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.ingest.frames import BadFrame, read_facts
 from streams.ingest.session import Ingest, run_ingest
 from streams.kafka.clients import end_offsets, ensure_topics, new_reader

@@ -22,7 +22,8 @@ from domain.identity import SourceCoordinates
 from domain.pipeline import process
 from streams.cli import dlq
 from streams.cli import replay
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.ingest.frames import BadFrame, read_facts
 from streams.kafka.clients import ensure_topics, new_producer
 from tests.conftest import SAMPLE_JSONL

@@ -28,7 +28,7 @@ from domain.crawl import (
 )
 from domain.events import UserSeen, encode
 from domain.identity import sequence_source
-from streams.config import Topic
+from streams.topology import Topic
 from streams.stages.crawl import EnrichmentPlanner, request_crawl, run_crawl, send_request
 from tests.integration.crawl_support import (
     appview_client,

@@ -17,7 +17,7 @@ from psycopg import sql
 from domain.crawl import SNOWBALL, SnowballConfig, snowball_request
 from domain.events import encode, partition_key
 from projections import connect, migrate
-from streams.config import Topic
+from streams.topology import Topic
 from streams.stages.crawl import send_request
 from tests.conftest import ROOT
 from tests.integration.crawl_support import (

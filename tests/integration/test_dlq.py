@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.kafka.deadletter import dead_letter_headers
 from streams.cli.dlq import RECORD_TOPIC, ensure_record_topic, record_key, target_partition
 from streams.ingest import codec

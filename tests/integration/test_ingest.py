@@ -9,7 +9,7 @@ import subprocess
 import orjson
 import pytest
 
-from streams.config import Topic
+from streams.topology import Topic
 from streams.local import corpus
 from streams.local.jetstream_server import JetstreamServer
 from tests.conftest import SAMPLE_JSONL, ROOT

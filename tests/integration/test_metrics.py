@@ -12,7 +12,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.app import app_id
-from streams.config import Topic
+from streams.topology import Topic
 from streams.local import corpus
 from streams.local.jetstream_server import JetstreamServer
 from tests.integration.test_pipeline import drop, scratch_schema, wait_projected

@@ -12,7 +12,8 @@ from psycopg import sql
 from projections import Message, apply_batch, connect, migrate
 from streams.app import app_id
 from streams.health.checks import group_lag
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.local import corpus
 from tests.integration.ingest_support import ROOT, end_offsets_total, kill, read_all, wait_until
 from tests.integration.projection_support import dump, scalar

@@ -24,7 +24,8 @@ from domain.pipeline import process
 from projections import Message, apply_batch, connect, migrate
 from streams.cli import main as cli
 from streams.cli import replay
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.cli.explain import as_collected
 from tests.integration.ingest_support import read_all, wait_until
 from tests.integration.projection_support import dump

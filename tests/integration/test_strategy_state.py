@@ -9,10 +9,10 @@ import subprocess
 import orjson
 
 from domain.growth import POPULAR_CONTENT
-from streams.config import Topic
+from streams.topology import Topic
 from streams.local.corpus import tid
 from tests.integration.ingest_support import kill, read_all, wait_until
-from tests.integration.test_worker import _growth_at_least, growth_count, produce_raw, start_worker, worker_settings
+from tests.integration.test_worker import _growth_at_least, produce_raw, start_worker, worker_settings
 
 AUTHOR = "did:plc:authorauthorauthorauthor"
 POST_URI = f"at://{AUTHOR}/app.bsky.feed.post/3mptbyoeyc22k"

@@ -13,7 +13,7 @@ import urllib.request
 import orjson
 
 from streams.local.jetstream_server import JetstreamServer
-from tests.integration.ingest_support import ROOT, env_for, kill, wait_until
+from tests.integration.ingest_support import ROOT, env_for, kill
 from tests.integration.test_pipeline import drop, scratch_schema, wait_projected
 from tests.integration.test_worker import SAMPLE_LINES, free_port, worker_settings
 

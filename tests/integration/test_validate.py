@@ -22,7 +22,8 @@ from psycopg import sql
 from projections import latest_version, migrate
 from projections.migrate import load_migrations
 from streams.health.checks import kafka_admin
-from streams.config import Settings, Topic, load_settings
+from streams.config import Settings, load_settings
+from streams.topology import Topic
 from streams.kafka.clients import PRODUCT_TOPICS, ensure_topics
 from streams.cli.validate import main
 from tests.conftest import ROOT

@@ -11,7 +11,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from domain.growth import StrategyConfig
-from streams.config import Settings, Topic
+from streams.config import Settings
+from streams.topology import Topic
 from streams.local import corpus
 from streams.ingest.frames import read_facts
 from streams.kafka.clients import ensure_topics, new_producer

@@ -8,7 +8,6 @@ services, quotes, recordWithMedia, video and gallery embeds.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson

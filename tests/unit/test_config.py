@@ -14,9 +14,9 @@ from streams.config import (
     DEFAULT_JETSTREAM_ENDPOINTS,
     ConfigError,
     Settings,
-    Topic,
     load_settings,
 )
+from streams.topology import Topic
 
 VARIABLES = [name.upper() for name in Settings.model_fields]
 

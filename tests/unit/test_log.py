@@ -310,19 +310,17 @@ def test_domain_helpers_log_their_fixed_messages_and_fields(output):
     log = get_logger("h")
     log.api_error("app.bsky.actor.getProfile", RuntimeError("502"), status=502)
     log.user_action("collected", did="did:plc:a", posts=3)
-    log.db_operation("upsert", "posts", duration_ms=1.5, rows=10)
     log.rate_limit_hit("appview", limit=3000, retry_after=12.0)
     log.breaker_opened("appview", failures=5, next_attempt_in=30.0)
     records = lines(output)
     assert [(r["message"], r["level"]) for r in records] == [
-        ("api error", "ERROR"), ("user action", "INFO"), ("db operation", "DEBUG"),
+        ("api error", "ERROR"), ("user action", "INFO"),
         ("rate limit hit", "WARNING"), ("circuit breaker opened", "WARNING"),
     ]
     assert records[0]["endpoint"] == "app.bsky.actor.getProfile" and records[0]["status"] == 502
     assert records[1]["action"] == "collected" and records[1]["posts"] == 3
-    assert records[2]["table"] == "posts" and records[2]["duration_ms"] == 1.5
-    assert records[3]["retry_after"] == 12.0 and records[3]["key"] == "appview"
-    assert records[4]["breaker"] == "appview" and records[4]["failures"] == 5
+    assert records[2]["retry_after"] == 12.0 and records[2]["key"] == "appview"
+    assert records[3]["breaker"] == "appview" and records[3]["failures"] == 5
 
 
 def test_records_of_other_libraries_are_formatted_as_json_too(output):

@@ -1,0 +1,88 @@
+"""The wiring, declared once as data: topics, message headers, consumer names and the stages.
+
+::
+
+    Jetstream ──ingest──► jetstream.events ──collect──► growth.events        (key = the event's partition key)
+                                                  ├───► growth.engagement    (engagement again, key = post at-uri)
+                                                  └───► growth.dlq           (rejected raw events)
+                          growth.engagement ──popularity──► growth.events    (popular content)
+                          growth.events ──project──► Postgres                (consumer "projector", offsets in Postgres)
+                          growth.events ──crawl planner──► growth.crawl ──crawl──► AppView ──► growth.events
+
+Topic names carry ``BGE_TOPIC_PREFIX`` (:meth:`streams.config.Settings.topic`). This module imports
+nothing of the product: every other module may read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["PROJECTOR_CONSUMER", "STAGES", "STAGE_OUTPUTS", "Header", "Stage", "Topic"]
+
+
+class Topic(StrEnum):
+    """The product's Kafka topics, before the deployment prefix."""
+
+    JETSTREAM_EVENTS = "jetstream.events"
+    JETSTREAM_DLQ = "jetstream.dlq"
+    JETSTREAM_OPS = "jetstream.ops"
+    GROWTH_EVENTS = "growth.events"
+    GROWTH_DLQ = "growth.dlq"
+    GROWTH_CRAWL = "growth.crawl"
+    GROWTH_ENGAGEMENT = "growth.engagement"
+
+
+class Header(StrEnum):
+    """The Kafka header names the product writes and reads (values are UTF-8 bytes)."""
+
+    # raw events (the ingest): what a consumer can filter on without parsing the value
+    KIND = "kind"
+    TIME_US = "time_us"
+    COLLECTION = "collection"
+    OPERATION = "operation"
+    # domain events and crawl requests
+    SCHEMA = "schema"
+    SOURCE_ID = "source_id"
+    REQUEST_ID = "request_id"
+    # W3C trace context
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    # dead letters (streams.kafka.deadletter)
+    ERROR_CLASS = "error_class"
+    ERROR_REASON = "error_reason"
+    ERROR_MESSAGE = "error_message"
+    SOURCE = "source"
+    SOURCE_TOPIC = "source_topic"
+    SOURCE_PARTITION = "source_partition"
+    SOURCE_OFFSET = "source_offset"
+    ENDPOINT = "endpoint"
+    FAILED_AT = "failed_at"
+    COMPRESSED = "compressed"  # jetstream.dlq: whether the frame is zstd
+
+
+PROJECTOR_CONSUMER = "projector"
+"""The projector's name in ``projection_offsets`` (its marks in Postgres)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A worker stage: the topic it consumes and the topics it sends to (besides state changelogs)."""
+
+    name: str
+    input: Topic
+    outputs: tuple[Topic, ...] = ()
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("collect", Topic.JETSTREAM_EVENTS, (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, Topic.GROWTH_DLQ)),
+        Stage("popularity", Topic.GROWTH_ENGAGEMENT, (Topic.GROWTH_EVENTS,)),
+        Stage("project", Topic.GROWTH_EVENTS),
+    )
+}
+"""The stages ``WORKER_AGENTS`` chooses among, in the order data walks through them."""
+
+STAGE_OUTPUTS: tuple[Topic, ...] = tuple(dict.fromkeys(t for stage in STAGES.values() for t in stage.outputs))
+"""Every topic a stage sends to: the sender opens them at start."""
