@@ -22,6 +22,9 @@ Strategies (pure: the runtime passes the AppView's answers, its memory and the t
   recent posts.
 - **growth actions** (off by default): follow back the followers not followed yet (all pages
   of both lists), like recent mentions, within daily caps, never twice.
+
+One module of about 750 lines: the crawl requests and the strategies that make and read them are one
+vocabulary; each strategy is a small pure function.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ they name the removed record by ``uri`` (``at://did/collection/rkey``) and proje
 the row, and what it counted, through it.
 
 :func:`encode` writes one JSON form with orjson; :func:`decode` reads it back as a ``Result``.
+
+One module of about 650 lines: one frozen dataclass per domain event, their schema registry and
+codec; most lines are the event declarations.
 """
 
 from __future__ import annotations

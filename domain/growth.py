@@ -23,6 +23,9 @@ sees, per partition, only that partition's share of a post's engagement, so it s
 hold the windows where all of a post's engagement meets (re-key by ``subject_uri``) or scale
 ``threshold`` to its partition count. Removals (unlike, un-repost, deleted reply) are not
 subtracted from windows: their delete commits do not say which post they concerned.
+
+One module of about 700 lines: the strategies share their configuration, state and decision types;
+each strategy is one function of a few dozen lines.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Models follow the ``app.bsky.*`` lexicons (https://github.com/bluesky-social/atp
   ``createdAt`` presence, facet payloads. Types are never coerced (``strict=True``).
 
 :func:`parse_record` turns a record dict from a Jetstream commit into its model.
+
+One module of about 550 lines: one pydantic model per lexicon record, declared side by side as the
+lexicons are; splitting by collection would scatter shared field types.
 """
 
 from __future__ import annotations

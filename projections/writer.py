@@ -29,6 +29,9 @@ and serialization failures, as a backstop.
 
 The outcome does not depend on how the stream is cut into batches: applying a batch equals
 applying its messages one by one (see :mod:`projections.plan`).
+
+One module of about 800 lines: the SQL of every table (declared as data), the batch transaction and
+its retry sit together because the lock order across them is the contract.
 """
 
 from __future__ import annotations

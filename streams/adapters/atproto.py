@@ -28,6 +28,9 @@ Usage::
             match page:
                 case Success(out): ...
                 case Failure(error): ...
+
+One module of about 500 lines: the guards, the session and the typed calls are one client; each call
+is a few lines and reads best beside the others.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Every answer is the original engine's envelope::
 value (raising :class:`ApiError` 400 with a message naming the parameter) and documents itself;
 the response shapes are pydantic models whose JSON Schema goes into the document and whose
 ``model_dump(mode="json")`` writes the answers, so the two cannot drift apart.
+
+One module of about 600 lines: every route's declaration sits beside the others so the OpenAPI
+document and the handlers read one table; most lines are declarations.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ schema.
 
 Nothing here sends traffic anywhere but the addresses in the settings, which the bench builds
 for 127.0.0.1.
+
+One module of about 600 lines: what every bench shares (corners, processes, RSS sampling, Kafka
+counters); each part is small, and the benches import them together.
 """
 
 from __future__ import annotations

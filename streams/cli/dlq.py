@@ -28,6 +28,9 @@ So each dead letter is re-sent at most once, also across crashes, as long as two
 one dead-letter topic do not run at the same time.
 
 Exit codes: 0 ok; 1 nothing selected; 2 usage error; 3 Kafka failed.
+
+One module of about 700 lines: the three ``bge dlq`` commands and their output formats; the reading
+and selection they share with ``bge replay`` live in ``topicreader`` and ``selection``.
 """
 
 from __future__ import annotations

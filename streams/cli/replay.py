@@ -17,6 +17,10 @@ Modes (one per run):
 
 Exit codes: 0 ok; 1 nothing matched, or ``--diff`` found differences; 2 usage error; 3 Kafka or
 Postgres failed.
+
+One module of about 650 lines: the ``bge replay`` command (reading, explaining, comparing, re-
+projecting) with its output formats; the reading and selection it shares with ``bge dlq`` live in
+``topicreader`` and ``selection``.
 """
 
 from __future__ import annotations

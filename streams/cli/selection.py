@@ -10,6 +10,9 @@
   ``--where`` on one message's key, headers and value, cheapest checks first: headers and key,
   then a substring test of the bytes, JSON only when a filter needs it.
 - :func:`message_record`: one message as the JSON object the tools print.
+
+One module of about 550 lines: the selection language (topics, bounds, filters) is parsed, validated
+and applied here, and each part is small and pure.
 """
 
 from __future__ import annotations

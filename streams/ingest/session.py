@@ -19,6 +19,10 @@ Contracts:
 - A frame that is not an event never stops the process: it goes to the dead-letter topic with
   headers ``error_class``, ``error_reason``, ``error_message``, ``source``, ``endpoint`` and
   ``failed_at`` (``streams.kafka.deadletter``).
+
+One module of about 500 lines because the session's states (connect, read, stall watchdog, in-flight
+bound, dedupe, failover, shutdown) share one object's fields; splitting them would pass that state
+around.
 """
 
 from __future__ import annotations

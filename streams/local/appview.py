@@ -29,6 +29,9 @@ with its arrival time (:attr:`AppViewStandIn.requests`, ``GET /_standin/requests
 can measure the rate a client achieved.
 
 Command line: ``python -m streams.local.appview [--graph FILE] [--port N] [--account handle:password]``.
+
+One module of about 900 lines: a stand-in, never part of the runtime; most lines are the lexicon-
+conformant answers of each XRPC method.
 """
 
 from __future__ import annotations

@@ -85,3 +85,11 @@ def test_only_the_tests_bench_demo_and_jetstream_serve_import_the_stand_ins() ->
                          ids=lambda p: p.name)
 def test_no_folder_holds_more_than_a_dozen_modules(folder: Path) -> None:
     assert len(list(folder.glob("*.py"))) <= 12, sorted(p.name for p in folder.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(STREAMS.rglob("*.py")) + sorted((ROOT / "projections").rglob("*.py"))
+                                  + sorted((ROOT / "domain").rglob("*.py")) if len(p.read_text().splitlines()) > 500],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_module_past_500_lines_says_why_in_its_docstring(path: Path) -> None:
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert "One module of about" in docstring, f"{path.relative_to(ROOT)}: say why it is one module"
