@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streams.observability.log import mask_text
@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     jetstream_collections: Csv = Field(
         default=list(DEFAULT_COLLECTIONS),
         description=f"Collection NSIDs or prefixes like 'app.bsky.*' (at most {MAX_COLLECTIONS}).",
+    )
+    jetstream_collection: str | None = Field(
+        None,
+        description="The original engine's name for the collection list (one NSID, or several comma-separated): "
+        "used as JETSTREAM_COLLECTIONS; refused when both are set and differ.",
     )
     jetstream_wanted_dids: Csv = Field(
         default_factory=list, description=f"Only these repos (at most {MAX_WANTED_DIDS}); empty = all."
@@ -235,6 +240,22 @@ class Settings(BaseSettings):
             path = path.removesuffix("/subscribe")
             bases.append(f"{parts.scheme}://{parts.netloc}{path}")
         return _dedupe(bases)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _singular_collection(cls, data: Any) -> Any:
+        """``JETSTREAM_COLLECTION`` (the original engine's variable) is the collection list; a
+        variable the user set is never ignored, so both names set to different lists is an error."""
+        if not isinstance(data, dict) or not data.get("jetstream_collection"):
+            return data
+        data = dict(data)
+        singular = data.pop("jetstream_collection")
+        plural = data.get("jetstream_collections")
+        if plural and _split_csv(plural) != _split_csv(singular):
+            raise ValueError("JETSTREAM_COLLECTION and JETSTREAM_COLLECTIONS are both set and differ: "
+                             "set only JETSTREAM_COLLECTIONS (comma-separated NSIDs)")
+        data["jetstream_collections"] = singular
+        return data
 
     @field_validator("jetstream_collections")
     @classmethod

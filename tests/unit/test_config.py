@@ -315,3 +315,24 @@ def test_a_worker_running_some_agents_is_a_consumer_group_of_its_own():
     assert app_id(load(WORKER_AGENTS="project")) == "bge-project"
     assert app_id(load(WORKER_AGENTS="popularity,collect", BGE_TOPIC_PREFIX="prod.")) == "prod-bge-collect-popularity"
     assert app_id(load(WORKER_AGENTS="collect,popularity,project")) == "bge"
+
+
+def test_the_original_engines_singular_collection_variable_is_the_collection_list(monkeypatch):
+    monkeypatch.setenv("JETSTREAM_COLLECTION", "app.bsky.feed.post")
+    assert load_settings(env_file=None).jetstream_collections == ["app.bsky.feed.post"]
+    monkeypatch.setenv("JETSTREAM_COLLECTIONS", "app.bsky.feed.post")  # the same list twice: fine
+    assert load_settings(env_file=None).jetstream_collections == ["app.bsky.feed.post"]
+
+
+def test_singular_and_plural_collection_variables_that_differ_are_refused_naming_both(monkeypatch):
+    monkeypatch.setenv("JETSTREAM_COLLECTION", "app.bsky.feed.post")
+    monkeypatch.setenv("JETSTREAM_COLLECTIONS", "app.bsky.feed.like")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env_file=None)
+    assert "JETSTREAM_COLLECTION and JETSTREAM_COLLECTIONS" in str(refused.value)
+
+
+def test_an_invalid_singular_collection_is_refused_like_the_list(monkeypatch):
+    monkeypatch.setenv("JETSTREAM_COLLECTION", "not an nsid")
+    with pytest.raises(ConfigError, match="not an NSID"):
+        load_settings(env_file=None)
