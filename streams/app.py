@@ -150,7 +150,8 @@ def create_app(settings: Settings) -> GrowthApp:
     windows = ChangelogState("post-windows", settings, sender, logger=log.child("state"))
     popularity = Popularity(config=strategies.popular_content, windows=windows,
                             engagement_topic=settings.topic(Topic.GROWTH_ENGAGEMENT),
-                            events_topic=settings.topic(Topic.GROWTH_EVENTS), logger=log.child("popularity"))
+                            events_topic=settings.topic(Topic.GROWTH_EVENTS),
+                            dlq_topic=settings.topic(Topic.GROWTH_DLQ), logger=log.child("popularity"))
     accounts = ChangelogState("accounts", settings, sender, logger=log.child("state"))
     collector = app.collector = Collector(config=strategies, accounts=accounts,
                                           events_topic=settings.topic(Topic.GROWTH_EVENTS),
@@ -235,7 +236,7 @@ def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, co
                       dead_letters=lambda: collector.stats.rejections)
     if "popularity" in runs:
         metrics.stage("popularity", events_in=acknowledged("popularity"),
-                      events_out=lambda: popularity.candidates_found)
+                      events_out=lambda: popularity.candidates_found, dead_letters=lambda: popularity.rejections)
     if "project" in runs:
         metrics.stage("project", events_in=acknowledged("project"), events_out=lambda: projector.stats.rows,
                       dead_letters=lambda: {"unprojectable": projector.stats.dead_lettered})

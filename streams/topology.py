@@ -78,7 +78,7 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage("collect", Topic.JETSTREAM_EVENTS, (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, Topic.GROWTH_DLQ)),
-        Stage("popularity", Topic.GROWTH_ENGAGEMENT, (Topic.GROWTH_EVENTS,)),
+        Stage("popularity", Topic.GROWTH_ENGAGEMENT, (Topic.GROWTH_EVENTS, Topic.GROWTH_DLQ)),
         Stage("project", Topic.GROWTH_EVENTS),
     )
 }

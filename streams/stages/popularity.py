@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from returns.result import Success
+from returns.result import Failure, Success
 
 from domain.collection import Collected
 from domain.events import DomainEvent, decode, encode, partition_key
@@ -31,6 +31,7 @@ from domain.growth import (
     popular_content,
 )
 from streams.kafka.clients import Outbox
+from streams.kafka.deadletter import dead_letter_headers
 from streams.observability.log import ContextLogger, get_logger
 from streams.kafka.state import ChangelogState, DecodedView
 from streams.observability.tracing import inject_headers
@@ -49,13 +50,16 @@ class Popularity:
     """Routes engagement by post and decides popular content."""
 
     def __init__(self, *, config: PopularContentConfig, windows: ChangelogState,
-                 engagement_topic: str, events_topic: str, logger: ContextLogger | None = None) -> None:
+                 engagement_topic: str, events_topic: str, dlq_topic: str,
+                 logger: ContextLogger | None = None) -> None:
         self.config = config
         self.windows = windows
         self.engagement_topic = engagement_topic
         self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
         self.log = logger or get_logger("popularity")
         self.candidates_found = 0  # CandidateFound events sent (metrics read it)
+        self.rejections: dict[str, int] = {}  # dead letters by reason (metrics read it)
         self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
     def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
@@ -73,11 +77,14 @@ class Popularity:
         for partition in partitions:
             await self.windows.ensure(partition)
         for record in records:
-            self.observe(record.partition, record.value, outbox)
+            self.observe(record, outbox)
 
-    def observe(self, partition: int, value: bytes, outbox: Outbox) -> None:
-        """Count one engagement in its post's window (of a partition already ensured)."""
-        match decode(value):
+    def observe(self, record: Any, outbox: Outbox) -> None:
+        """Count one engagement ``record`` (``topic``, ``partition``, ``offset``, ``value``) in its
+        post's window (of a partition already ensured); one that does not decode is dead-lettered
+        to ``growth.dlq`` with the reason, like collect's."""
+        partition, value = record.partition, record.value
+        match decode(value or b""):
             case Success(event):
                 view = DecodedView(self.windows.view(partition), decode_engagement_window)
                 changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
@@ -89,3 +96,15 @@ class Popularity:
                                   score=found.score, reasons="; ".join(found.reasons))
                     headers = inject_headers([(Header.SCHEMA, found.schema_name.encode())])
                     outbox.add(self.events_topic, partition_key(found), encode(found), headers)
+            case Failure(rejection):
+                self._dead_letter(record, rejection, outbox)
+
+    def _dead_letter(self, record: Any, rejection: Any, outbox: Outbox) -> None:
+        code = str(getattr(rejection.code, "value", rejection.code))
+        self.rejections[code] = self.rejections.get(code, 0) + 1
+        self.log.warning("engagement dead-lettered", reason=code, error=rejection.message,
+                         source_topic=record.topic, partition=record.partition, offset=record.offset)
+        headers = inject_headers(dead_letter_headers(
+            error_class="Rejection", reason=code, message=rejection.message, source="kafka",
+            topic=record.topic, partition=record.partition, offset=record.offset))
+        outbox.add(self.dlq_topic, None, record.value or b"", headers)

@@ -1,0 +1,88 @@
+"""The popularity stage dead-letters engagement it cannot decode, like collect and project do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.growth import PopularContentConfig, StrategyConfig
+from streams.bench.throughput import MemoryState
+from streams.kafka.deadletter import read_dead_letter
+from streams.stages.collect import Collector
+from streams.stages.popularity import Popularity
+
+SAMPLE = Path(__file__).resolve().parents[2] / "streams/data/sample-2026-07-04.jsonl"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    def add(self, topic: str, key: bytes | None, value: bytes, headers: Any = (), partition: int | None = None) -> None:
+        self.sent.append((topic, key, value, list(headers)))
+
+
+def popularity() -> Popularity:
+    return Popularity(config=PopularContentConfig(threshold=1.0), windows=MemoryState(), engagement_topic="eng",
+                      events_topic="events", dlq_topic="dlq")
+
+
+async def engagement_values() -> list[bytes]:
+    """Engagement messages as the collect stage routes them to growth.engagement."""
+    stage = popularity()
+    collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic="events", dlq_topic="dlq",
+                          route=stage.route)
+    await collector.accounts.ensure(0)
+    outbox = Outbox()
+    for offset, line in enumerate(SAMPLE.read_bytes().splitlines()):
+        if b'"app.bsky.feed.like"' in line and b'"create"' in line:
+            collector.handle("raw", 0, offset, line, (), outbox)
+    return [value for topic, _, value, _ in outbox.sent if topic == "eng"]
+
+
+async def test_an_undecodable_engagement_is_dead_lettered_with_its_reason_and_coordinates(caplog) -> None:
+    stage = popularity()
+    await stage.windows.ensure(3)
+    outbox = Outbox()
+    stage.observe(Record("growth.engagement", 3, 41, b'{"schema":"LikeAdded","version":1,"broken'), outbox)
+    ((topic, key, value, headers),) = outbox.sent
+    assert (topic, key, value) == ("dlq", None, b'{"schema":"LikeAdded","version":1,"broken')
+    letter = read_dead_letter(headers)
+    assert letter.reason == "invalid_json" and letter.source == "kafka"
+    assert (letter.topic, letter.partition, letter.offset) == ("growth.engagement", 3, 41)
+    assert stage.rejections == {"invalid_json": 1}
+    assert stage.windows.view(3) == {}  # nothing counted
+
+
+async def test_decodable_engagement_is_counted_and_nothing_is_dead_lettered() -> None:
+    values = await engagement_values()
+    assert values, "the sample has likes"
+    stage = popularity()
+    await stage.windows.ensure(0)
+    outbox = Outbox()
+    for offset, value in enumerate(values):
+        stage.observe(Record("growth.engagement", 0, offset, value), outbox)
+    assert not [sent for sent in outbox.sent if sent[0] == "dlq"]
+    assert stage.rejections == {}
+    assert len(stage.windows.view(0)) >= 1
+
+
+@pytest.mark.parametrize("value", [b"", b"[]", b'{"schema":"NoSuchEvent","version":1}'])
+async def test_every_kind_of_rejection_is_a_dead_letter(value: bytes) -> None:
+    stage = popularity()
+    await stage.windows.ensure(0)
+    outbox = Outbox()
+    stage.observe(Record("growth.engagement", 0, 0, value), outbox)
+    assert [sent[0] for sent in outbox.sent] == ["dlq"]
+    assert sum(stage.rejections.values()) == 1
