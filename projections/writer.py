@@ -80,7 +80,9 @@ class BatchResult:
     """What one :func:`apply_batch` did.
 
     ``applied``: messages applied now (decoded or dead-lettered); ``skipped``: messages below
-    the stored marks (applied before); ``rows``: rows inserted, updated or deleted by table.
+    the stored marks (applied before); ``rows``: rows inserted, updated or deleted by table;
+    ``marks_before``: each partition's mark when the transaction began (a message below it was
+    skipped); ``dead_letters``: (topic, partition, offset) -> code of each message dead-lettered.
     """
 
     applied: int = 0
@@ -90,6 +92,8 @@ class BatchResult:
     rows: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    marks_before: dict[tuple[str, int], int] = field(default_factory=dict)
+    dead_letters: dict[tuple[str, int, int], str] = field(default_factory=dict)
 
     def merge(self, other: BatchResult) -> BatchResult:
         rows = Counter(self.rows)
@@ -102,6 +106,8 @@ class BatchResult:
             rows=dict(rows),
             duration_s=self.duration_s + other.duration_s,
             next_offsets={**self.next_offsets, **other.next_offsets},
+            marks_before={**other.marks_before, **self.marks_before},
+            dead_letters={**self.dead_letters, **other.dead_letters},
         )
 
 
@@ -730,6 +736,8 @@ async def apply_batch(
     result.applied = len(fresh)
     result.events = len(events)
     result.dead_lettered = len(dead)
+    result.marks_before = marks
+    result.dead_letters = {(row["topic"], row["partition"], row["kafka_offset"]): row["code"] for row in dead}
     result.rows = dict(writer.rows)
     result.duration_s = time.perf_counter() - started
     return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 __all__ = ["PROJECTOR_CONSUMER", "STAGES", "STAGE_OUTPUTS", "Header", "Stage", "Topic"]
 
@@ -33,32 +34,33 @@ class Topic(StrEnum):
     GROWTH_ENGAGEMENT = "growth.engagement"
 
 
-class Header(StrEnum):
-    """The Kafka header names the product writes and reads (values are UTF-8 bytes)."""
+class Header:
+    """The Kafka header names the product writes and reads (values are UTF-8 bytes). Plain
+    ``str`` constants, not an enum: aiokafka's record builder accepts exact ``str`` keys only."""
 
     # raw events (the ingest): what a consumer can filter on without parsing the value
-    KIND = "kind"
-    TIME_US = "time_us"
-    COLLECTION = "collection"
-    OPERATION = "operation"
+    KIND: Final = "kind"
+    TIME_US: Final = "time_us"
+    COLLECTION: Final = "collection"
+    OPERATION: Final = "operation"
     # domain events and crawl requests
-    SCHEMA = "schema"
-    SOURCE_ID = "source_id"
-    REQUEST_ID = "request_id"
+    SCHEMA: Final = "schema"
+    SOURCE_ID: Final = "source_id"
+    REQUEST_ID: Final = "request_id"
     # W3C trace context
-    TRACEPARENT = "traceparent"
-    TRACESTATE = "tracestate"
+    TRACEPARENT: Final = "traceparent"
+    TRACESTATE: Final = "tracestate"
     # dead letters (streams.kafka.deadletter)
-    ERROR_CLASS = "error_class"
-    ERROR_REASON = "error_reason"
-    ERROR_MESSAGE = "error_message"
-    SOURCE = "source"
-    SOURCE_TOPIC = "source_topic"
-    SOURCE_PARTITION = "source_partition"
-    SOURCE_OFFSET = "source_offset"
-    ENDPOINT = "endpoint"
-    FAILED_AT = "failed_at"
-    COMPRESSED = "compressed"  # jetstream.dlq: whether the frame is zstd
+    ERROR_CLASS: Final = "error_class"
+    ERROR_REASON: Final = "error_reason"
+    ERROR_MESSAGE: Final = "error_message"
+    SOURCE: Final = "source"
+    SOURCE_TOPIC: Final = "source_topic"
+    SOURCE_PARTITION: Final = "source_partition"
+    SOURCE_OFFSET: Final = "source_offset"
+    ENDPOINT: Final = "endpoint"
+    FAILED_AT: Final = "failed_at"
+    COMPRESSED: Final = "compressed"  # jetstream.dlq: whether the frame is zstd
 
 
 PROJECTOR_CONSUMER = "projector"

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from projections import (
@@ -70,6 +70,17 @@ def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pend
             traces[parent] = found = (context, [])
         found[1].append(message)
     return traces
+
+
+def _outcome(message: Pending, result: BatchResult) -> str:
+    """What the transaction did with ``message``: ``applied``, ``skipped`` (below the partition's
+    mark: applied by an earlier transaction) or ``dead_lettered: <code>``."""
+    code = result.dead_letters.get((message.topic, message.partition, message.offset))
+    if code is not None:
+        return f"dead_lettered: {code}"
+    if message.offset < result.marks_before.get((message.topic, message.partition), 0):
+        return "skipped"
+    return "applied"
 
 
 @dataclass
@@ -153,7 +164,7 @@ class Projector:
             projection_batch_duration(time.perf_counter() - started, outcome="applied")
             span.set_attributes({"applied": result.applied, "skipped": result.skipped,
                                  "dead_lettered": result.dead_lettered, "duration_ms": result.duration_s * 1000})
-        self._trace_each(traces)
+        self._trace_each(traces, result, span)
         self.stats.batches += 1
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
@@ -183,16 +194,29 @@ class Projector:
             await asyncio.sleep(max(delay, self.breaker.retry_after() or 0.0))
 
     @staticmethod
-    def _trace_each(traces: dict[bytes, tuple[Context, list[Pending]]]) -> None:
-        """A short span in each traced event's own trace, so one event's trace reaches its
-        database write: one per trace (a raw event's domain events share their producer's
-        trace), naming the offsets it applied."""
+    def _trace_each(traces: dict[bytes, tuple[Context, list[Pending]]], result: BatchResult,
+                    batch_span: trace.Span) -> None:
+        """A span in each traced event's own trace, so one event's trace reaches its database
+        write: one per trace (a raw event's domain events share their producer's trace), linked
+        to the batch span that holds the statements, saying what happened to each of its
+        messages (applied, skipped as applied before, or dead-lettered with the reason) and the
+        batch's rows by table (a batch is applied by set-based statements, so rows are not
+        attributable to one message)."""
+        batch_link = [Link(batch_span.get_span_context())]
+        rows = {f"db.rows.{table}": count for table, count in sorted(result.rows.items())}
         for context, messages in traces.values():
+            outcomes = [_outcome(message, result) for message in messages]
             first = messages[0]
             with _tracer.start_as_current_span(
-                "project growth.event", context=context, kind=SpanKind.CONSUMER,
+                "project growth.event", context=context, kind=SpanKind.CONSUMER, links=batch_link,
                 attributes={"messaging.kafka.partition": first.partition,
                             "messaging.kafka.offset": first.offset,
-                            "messaging.batch.message_count": len(messages), "db.system": "postgresql"},
-            ):
-                pass
+                            "messaging.kafka.offsets": [message.offset for message in messages],
+                            "messaging.batch.message_count": len(messages), "db.system": "postgresql",
+                            "outcomes": outcomes,
+                            "outcome": "applied" if all(o == "applied" for o in outcomes) else
+                                       next(o for o in outcomes if o != "applied"),
+                            **rows},
+            ) as span:
+                if any(o.startswith("dead_lettered") for o in outcomes):
+                    span.set_status(Status(StatusCode.ERROR, "a message was dead-lettered"))

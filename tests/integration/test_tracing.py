@@ -80,7 +80,12 @@ async def test_one_trace_follows_a_recorded_post_from_the_frame_to_its_database_
                      if key.startswith("strategy.") and key.count(".") == 1}
         assert decisions and set(decisions.values()) <= {"candidate", "declined"}, decisions
         assert [s["operationName"] for s in trace["spans"]].count("project growth.event") == 1
-        assert span_tags(spans["project growth.event"])["messaging.batch.message_count"] >= 2
+        project = span_tags(spans["project growth.event"])
+        assert project["messaging.batch.message_count"] >= 2 and project["outcome"] == "applied"
+        assert project["db.rows.posts"] >= 1  # the batch's rows by table
+        # ... linked to the batch span that holds the statements
+        assert any(ref.get("refType") == "FOLLOWS_FROM" or ref.get("refType") == "CHILD_OF"
+                   for ref in spans["project growth.event"].get("references", []))
         # the fields of the log call made while collecting are on the collect span, as attributes and as an event
         collect = spans["collect jetstream.event"]
         assert span_tags(collect)["source_id"].startswith(f"commit|{POST_DID}|")

@@ -93,3 +93,10 @@ def test_no_folder_holds_more_than_a_dozen_modules(folder: Path) -> None:
 def test_a_module_past_500_lines_says_why_in_its_docstring(path: Path) -> None:
     docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert "One module of about" in docstring, f"{path.relative_to(ROOT)}: say why it is one module"
+
+
+def test_header_names_are_exact_str_as_aiokafkas_record_builder_requires() -> None:
+    from streams.topology import Header
+
+    names = {key: value for key, value in vars(Header).items() if key.isupper()}
+    assert names and all(type(value) is str for value in names.values()), names
