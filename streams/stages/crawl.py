@@ -20,7 +20,9 @@ partition, behind the steps already queued, so accounts are visited in degree or
 
 **Deduplication that survives restarts: Postgres, not a Faust table.** What was fetched and
 done is kept in the crawl's own schema (``bge_crawl`` by default; not the projection schema,
-which a rebuild swaps away), written after the request's events were acknowledged by Kafka:
+which a rebuild swaps away) by :class:`projections.crawl_store.CrawlStore`, its tables built by
+the crawl migrations (``projections/migrations/0002_crawl.sql``), written after the request's
+events were acknowledged by Kafka:
 
 - ``crawl_profiles``: when each account's profile was last fetched (one fetch per account per
   ``refresh_after_us``, whoever asked for it: enrichment or a crawl step);
@@ -50,12 +52,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 from returns.result import Failure, Result, Success
 
@@ -97,7 +96,7 @@ from domain.crawl import (
 )
 from domain.events import DomainEvent, GrowthActionTaken, UserSeen, decode, encode, partition_key
 from domain.identity import SourceCoordinates
-from projections.db import create_pool, quote_schema, validate_schema, with_retry
+from projections.crawl_store import DEFAULT_SCHEMA, CrawlStore
 from streams.kafka.acking import AckBatcher, all_acknowledged
 from streams.adapters.atproto import AppViewClient, AtprotoSession, RetryPolicy, XrpcClient, XrpcError, collect_pages, iso_now
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
@@ -115,7 +114,6 @@ __all__ = [
     "CrawlMessage",
     "CrawlRuntime",
     "CrawlStats",
-    "CrawlStore",
     "Crawler",
     "EnrichmentPlanner",
     "GrowthActions",
@@ -131,7 +129,6 @@ __all__ = [
 CRAWL_PARTITION = 0
 """The one partition of ``growth.crawl`` that carries requests (see the module docstring)."""
 CRAWL_KEY = b"crawl"
-DEFAULT_SCHEMA = "bge_crawl"
 
 _tracer = trace.get_tracer("bge.crawl")
 
@@ -141,14 +138,6 @@ def load_crawl_config(path: Path | None) -> CrawlConfig:
     if path is None:
         return CrawlConfig()
     return CrawlConfig.model_validate_json(path.read_bytes())
-
-
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
-
-
-def _at(time_us: int) -> datetime:
-    return datetime.fromtimestamp(time_us // 1_000_000, UTC).replace(microsecond=time_us % 1_000_000)
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -191,207 +180,6 @@ async def request_crawl(settings: Settings, requests: Iterable[CrawlRequest]) ->
         return len(acks)
     finally:
         await producer.stop()
-
-
-# --- Postgres: what was fetched and done -------------------------------------------------------
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS crawl_profiles (
-    did         text        PRIMARY KEY,
-    fetched_at  timestamptz NOT NULL,
-    request_id  text        NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crawl_requests (
-    id          text        PRIMARY KEY,
-    kind        text        NOT NULL,
-    status      text        NOT NULL,
-    detail      text,
-    finished_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crawl_discovered (
-    crawl_id      text        NOT NULL,
-    did           text        NOT NULL,
-    degree        integer     NOT NULL,
-    accepted      boolean     NOT NULL,
-    reason        text        NOT NULL,
-    discovered_at timestamptz NOT NULL,
-    PRIMARY KEY (crawl_id, did)
-);
-CREATE TABLE IF NOT EXISTS growth_actions (
-    action      text        NOT NULL,
-    subject     text        NOT NULL,
-    subject_did text        NOT NULL,
-    status      text        NOT NULL CHECK (status IN ('pending', 'done', 'failed', 'unknown')),
-    reason      text        NOT NULL,
-    record_uri  text,
-    error       text,
-    attempts    integer     NOT NULL DEFAULT 1,
-    planned_at  timestamptz NOT NULL,
-    taken_at    timestamptz,
-    PRIMARY KEY (action, subject)
-);
-CREATE INDEX IF NOT EXISTS growth_actions_planned ON growth_actions (action, planned_at);
-COMMENT ON TABLE growth_actions IS
-    'Every growth action, at most once per (action, subject): pending (claimed, outcome unknown yet), '
-    'done, failed (refused by the service: may be retried) or unknown (no answer: never retried).';
-"""
-
-
-class CrawlStore:
-    """The crawl's memory in Postgres (see the module docstring), in its own ``schema``.
-
-    :meth:`open` creates the schema and tables if they are missing (``CREATE ... IF NOT
-    EXISTS`` under an advisory lock) and opens a small pool; every unit of work is re-run after
-    transient errors (:func:`projections.db.with_retry`).
-    """
-
-    def __init__(self, conninfo: str, schema: str = DEFAULT_SCHEMA) -> None:
-        self.conninfo = conninfo
-        self.schema = validate_schema(schema)
-        self._pool: AsyncConnectionPool | None = None
-
-    async def open(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bge.crawl'), hashtext(%s))", (self.schema,))
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(quote_schema(self.schema)))
-                await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(quote_schema(self.schema)))
-                await conn.execute(_TABLES)  # type: ignore[arg-type]  # no parameters: simple protocol
-        self._pool = create_pool(self.conninfo, self.schema, min_size=1, max_size=2, name="bge-crawl")
-        await self._pool.open(wait=True)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def __aenter__(self) -> CrawlStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
-        if self._pool is None:
-            raise RuntimeError("CrawlStore is not open")
-        pool = self._pool
-
-        async def unit() -> Any:
-            async with pool.connection() as conn, conn.transaction():
-                return await work(conn)
-
-        return await with_retry(unit)
-
-    # -- profiles, requests, crawls -----------------------------------------------------------
-
-    async def fetched_at(self, dids: Sequence[str]) -> dict[str, int]:
-        """When each of ``dids`` had its profile fetched last (unix µs); absent: never."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            cur = await conn.execute("SELECT did, fetched_at FROM crawl_profiles WHERE did = ANY(%s)", (list(dids),))
-            return {did: _us(at) for did, at in await cur.fetchall()}
-        return await self._run(work) if dids else {}
-
-    async def status(self, request_id: str) -> str | None:
-        """How request ``request_id`` ended (``done``, ``failed``, ``skipped``), or None."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
-            cur = await conn.execute("SELECT status FROM crawl_requests WHERE id = %s", (request_id,))
-            row = await cur.fetchone()
-            return row[0] if row else None
-        return await self._run(work)
-
-    async def discovered(self, crawl_id: str) -> tuple[set[str], int]:
-        """The accounts crawl ``crawl_id`` judged, and how many it kept."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[set[str], int]:
-            cur = await conn.execute("SELECT did, accepted FROM crawl_discovered WHERE crawl_id = %s", (crawl_id,))
-            rows = await cur.fetchall()
-            return {did for did, _ in rows}, sum(1 for _, accepted in rows if accepted)
-        return await self._run(work)
-
-    async def record(self, *, request: CrawlRequest | None = None, status: str = "done", detail: str | None = None,
-                     fetched: Sequence[tuple[str, str]] = (), crawl_id: str | None = None,
-                     discoveries: Sequence[Discovery] = (), at_us: int) -> None:
-        """In one transaction: profiles fetched (``(did, request id)``), the accounts a crawl
-        judged, and how ``request`` ended."""
-        at = _at(at_us)
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            if fetched:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO crawl_profiles (did, fetched_at, request_id) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (did) DO UPDATE SET fetched_at = EXCLUDED.fetched_at, request_id = EXCLUDED.request_id "
-                        "WHERE crawl_profiles.fetched_at < EXCLUDED.fetched_at",
-                        [(did, at, request_id) for did, request_id in sorted(set(fetched))],
-                    )
-            if discoveries:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO crawl_discovered (crawl_id, did, degree, accepted, reason, discovered_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (crawl_id, did) DO NOTHING",
-                        [(crawl_id, d.did, d.degree, d.accepted, d.reason, at) for d in discoveries],
-                    )
-            if request is not None:
-                await conn.execute(
-                    "INSERT INTO crawl_requests (id, kind, status, detail, finished_at) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, detail = EXCLUDED.detail, "
-                    "finished_at = EXCLUDED.finished_at",
-                    (request.id, request.schema_name, status, detail, at),
-                )
-
-        await self._run(work)
-
-    # -- growth actions -----------------------------------------------------------------------
-
-    async def recorded_subjects(self, action: str) -> set[str]:
-        """Subjects of ``action`` that must not be acted on again: all but ``failed``."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[str]:
-            cur = await conn.execute("SELECT subject FROM growth_actions WHERE action = %s AND status <> 'failed'",
-                                     (action,))
-            return {row[0] for row in await cur.fetchall()}
-        return await self._run(work)
-
-    async def count_since(self, action: str, since_us: int) -> int:
-        """Actions of this kind claimed since ``since_us`` (all but ``failed``): for daily caps."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
-            cur = await conn.execute(
-                "SELECT count(*) FROM growth_actions WHERE action = %s AND planned_at >= %s AND status <> 'failed'",
-                (action, _at(since_us)))
-            row = await cur.fetchone()
-            return int(row[0]) if row else 0
-        return await self._run(work)
-
-    async def claim(self, planned: PlannedAction, at_us: int) -> bool:
-        """Record ``planned`` as ``pending`` before it is taken; False when it is already
-        recorded (only a ``failed`` action may be claimed again)."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute(
-                "INSERT INTO growth_actions (action, subject, subject_did, status, reason, planned_at) "
-                "VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (action, subject) DO UPDATE "
-                "SET status = 'pending', attempts = growth_actions.attempts + 1, planned_at = EXCLUDED.planned_at, "
-                "error = NULL WHERE growth_actions.status = 'failed' RETURNING 1",
-                (planned.action, planned.subject, planned.subject_did, planned.reason, _at(at_us)))
-            return await cur.fetchone() is not None
-        return await self._run(work)
-
-    async def settle(self, planned: PlannedAction, status: str, at_us: int, *, record_uri: str | None = None,
-                     error: str | None = None) -> None:
-        """How a claimed action ended: ``done`` (with the record), ``failed`` or ``unknown``."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "UPDATE growth_actions SET status = %s, record_uri = %s, error = %s, taken_at = %s "
-                "WHERE action = %s AND subject = %s",
-                (status, record_uri, error, _at(at_us), planned.action, planned.subject))
-        await self._run(work)
-
-    async def actions(self) -> list[dict[str, Any]]:
-        """Every recorded growth action (for reports and tests)."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
-            cur = await conn.execute("SELECT action, subject, subject_did, status, record_uri, attempts "
-                                     "FROM growth_actions ORDER BY action, subject")
-            columns = ("action", "subject", "subject_did", "status", "record_uri", "attempts")
-            return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
-        return await self._run(work)
 
 
 # --- growth actions ----------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from domain.crawl import CrawlConfig
 from streams.local.appview import AppViewStandIn, Graph
 from streams.adapters.atproto import AppViewClient, RetryPolicy
 from streams.config import Settings, Topic, load_settings
-from streams.stages.crawl import Crawler, CrawlStore, KafkaTopic
+from projections.crawl_store import CrawlStore
+from streams.stages.crawl import Crawler, KafkaTopic
 from streams.kafka.clients import ensure_topics, new_producer
 from tests.integration.ingest_support import read_all
 
