@@ -38,12 +38,15 @@ then be driven without Faust (:func:`run_crawl`, the tests). A crash between the
 acknowledgements and the Postgres write repeats one request: its events carry the same ids
 (they derive from the request's id), so projections apply them once.
 
-The crawl in modules: :mod:`streams.stages.crawler` executes requests (:class:`Crawler`) and
-sends them (:func:`add_request`); :mod:`streams.stages.enrichment` plans profile fetches;
-:mod:`streams.stages.actions` takes the growth actions; :class:`projections.crawl_store.CrawlStore`
-keeps the bookkeeping. This module runs them: :func:`register_crawl` adds the agents to the
-Faust app (``streams.app`` calls it), :func:`run_crawl` drives a crawler without Faust, and
-:func:`request_crawl` sends requests from the command line.
+The crawl in modules: :mod:`streams.stages.crawler` executes requests
+(:class:`~streams.stages.crawler.Crawler`) and queues them for ``growth.crawl``
+(:func:`~streams.stages.crawler.add_request`); :mod:`streams.stages.enrichment` plans profile
+fetches; :mod:`streams.stages.actions` takes the growth actions;
+:class:`projections.crawl_store.CrawlStore` keeps the bookkeeping. Everything is sent through
+the worker's :class:`streams.kafka.clients.Sender`, an outbox per unit of work. This module runs
+them: :func:`register_crawl` adds the agents to the Faust app (``streams.app`` calls it),
+:func:`run_crawl` drives a crawler without Faust, and :func:`request_crawl` sends requests
+outside a worker.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def load_crawl_config(path: Path | None) -> CrawlConfig:
 
 
 async def request_crawl(settings: Settings, requests: Iterable[CrawlRequest]) -> int:
-    """Send crawl requests with a producer of its own (for the command line and the demo)."""
+    """Send crawl requests with a sender of its own, outside a worker (scripts, the tests)."""
     sender = Sender(settings, client_id="bge")
     await sender.start()
     try:
