@@ -4,7 +4,9 @@ offset tracking, read queries for the API, and schema rebuild support.
 Imports ``domain`` only; knows nothing of Kafka or Faust (a Kafka message is a
 :class:`~projections.writer.Message`: topic, partition, offset, value bytes).
 
-- :mod:`projections.migrate`: ``migrate(conninfo, schema)``, versioned SQL in ``migrations/``.
+- :mod:`projections.migrate`: ``migrate(conninfo, schema)``, versioned SQL in ``migrations/``
+  (projection schemas, and the crawl's schema: :class:`~projections.migrate.MigrationSet`).
+- :mod:`projections.crawl_store`: the crawl's bookkeeping (fetched, requests, growth actions).
 - :mod:`projections.db`: pool factory, :class:`~projections.db.QueryStats`, retry.
 - :mod:`projections.plan`: domain events → row sets (pure).
 - :mod:`projections.writer`: ``apply_batch`` (one transaction per batch, offsets inside).
@@ -16,6 +18,7 @@ from projections.db import QueryStats, RetryPolicy, connect, create_pool, is_tra
 from projections.migrate import (
     MigrationChecksumError,
     MigrationError,
+    MigrationSet,
     SchemaTooNewError,
     SchemaTooOldError,
     check_schema_version,
@@ -30,6 +33,7 @@ __all__ = [
     "Message",
     "MigrationChecksumError",
     "MigrationError",
+    "MigrationSet",
     "QueryStats",
     "RetryPolicy",
     "SchemaTooNewError",

@@ -9,6 +9,12 @@
 - It holds a session advisory lock keyed by the schema name while it works, so workers that
   start together apply each migration once.
 - Migration files name no schema: they run with ``search_path`` set to the target schema.
+- Two kinds of schema are migrated from the one directory (:class:`MigrationSet`): projection
+  schemas (``settings.db_schema`` and the fresh schemas of a rebuild) and the crawl's schema
+  (``settings.crawl_schema``), which must outlive rebuilds and has its own ``growth_actions``.
+  A migration whose name starts with ``crawl`` belongs to the crawl set, every other one to the
+  projection set. Versions are unique across the directory; each schema records the versions
+  of its own set only, and refuses (:class:`MigrationError`) migrations of the other set.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 
@@ -28,6 +35,7 @@ __all__ = [
     "Migration",
     "MigrationChecksumError",
     "MigrationError",
+    "MigrationSet",
     "SchemaTooNewError",
     "SchemaTooOldError",
     "applied_versions",
@@ -59,6 +67,13 @@ class MigrationChecksumError(MigrationError):
     """A recorded migration differs from the file of the same version."""
 
 
+class MigrationSet(StrEnum):
+    """The kind of schema a migration builds (see the module docstring)."""
+
+    PROJECTIONS = "projections"
+    CRAWL = "crawl"
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -69,10 +84,20 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def kind(self) -> MigrationSet:
+        crawl = self.name == "crawl" or self.name.startswith("crawl_")
+        return MigrationSet.CRAWL if crawl else MigrationSet.PROJECTIONS
+
+
+def load_migrations(kind: MigrationSet = MigrationSet.PROJECTIONS) -> tuple[Migration, ...]:
+    """The migrations of ``kind`` shipped in ``projections/migrations``, by version."""
+    return tuple(migration for migration in _all_migrations() if migration.kind is kind)
+
 
 @cache
-def load_migrations() -> tuple[Migration, ...]:
-    """The migrations shipped in ``projections/migrations``, by version."""
+def _all_migrations() -> tuple[Migration, ...]:
+    """Every migration shipped, by version."""
     found: list[Migration] = []
     for entry in resources.files("projections").joinpath("migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
@@ -86,9 +111,9 @@ def load_migrations() -> tuple[Migration, ...]:
     return tuple(found)
 
 
-def latest_version() -> int:
-    """The newest schema version this code knows."""
-    migrations = load_migrations()
+def latest_version(kind: MigrationSet = MigrationSet.PROJECTIONS) -> int:
+    """The newest schema version of ``kind`` this code knows."""
+    migrations = load_migrations(kind)
     return migrations[-1].version if migrations else 0
 
 
@@ -114,8 +139,12 @@ async def applied_versions(conn: psycopg.AsyncConnection) -> dict[int, str]:
     return {int(version): str(checksum) for version, checksum in rows}
 
 
-def _check_known(schema: str, applied: dict[int, str], migrations: tuple[Migration, ...]) -> None:
-    known = {migration.version: migration for migration in migrations}
+def _check_known(schema: str, applied: dict[int, str], kind: MigrationSet) -> None:
+    foreign = sorted(m.version for m in _all_migrations() if m.version in applied and m.kind is not kind)
+    if foreign:
+        raise MigrationError(f"schema {schema!r} records migrations {foreign} of another kind: "
+                             f"it is not a {kind.value} schema")
+    known = {migration.version: migration for migration in load_migrations(kind)}
     newest_known = max(known, default=0)
     unknown = sorted(version for version in applied if version not in known)
     if unknown:
@@ -131,15 +160,16 @@ def _check_known(schema: str, applied: dict[int, str], migrations: tuple[Migrati
             )
 
 
-async def migrate(conninfo: str, schema: str = "public") -> list[int]:
-    """Create ``schema`` if needed and apply the migrations it lacks; return the versions applied
-    now (empty when it was up to date).
+async def migrate(conninfo: str, schema: str = "public", kind: MigrationSet = MigrationSet.PROJECTIONS) -> list[int]:
+    """Create ``schema`` if needed and apply the migrations of ``kind`` it lacks; return the
+    versions applied now (empty when it was up to date).
 
     Raises :class:`SchemaTooNewError` when the schema records a version this code does not know,
-    :class:`MigrationChecksumError` when a recorded migration was edited since.
+    :class:`MigrationChecksumError` when a recorded migration was edited since,
+    :class:`MigrationError` when it records migrations of the other kind.
     """
     validate_schema(schema)
-    migrations = load_migrations()
+    migrations = load_migrations(kind)
     applied_now: list[int] = []
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute(
@@ -150,7 +180,7 @@ async def migrate(conninfo: str, schema: str = "public") -> list[int]:
             await conn.execute(sql.SQL("SET search_path TO {}").format(quote_schema(schema)))
             await conn.execute(_CREATE_LEDGER)
             applied = await applied_versions(conn)
-            _check_known(schema, applied, migrations)
+            _check_known(schema, applied, kind)
             for migration in migrations:
                 if migration.version in applied:
                     continue
@@ -168,17 +198,17 @@ async def migrate(conninfo: str, schema: str = "public") -> list[int]:
     return applied_now
 
 
-async def check_schema_version(conn: psycopg.AsyncConnection) -> int:
+async def check_schema_version(conn: psycopg.AsyncConnection, kind: MigrationSet = MigrationSet.PROJECTIONS) -> int:
     """The schema version of the connection's search_path, if it is exactly this code's.
 
     For a worker's startup check: raises :class:`SchemaTooOldError` (run ``bge migrate``),
-    :class:`SchemaTooNewError` or :class:`MigrationChecksumError`.
+    :class:`SchemaTooNewError`, :class:`MigrationChecksumError` or :class:`MigrationError`.
     """
-    migrations = load_migrations()
+    migrations = load_migrations(kind)
     applied = await applied_versions(conn)
     schema = str((await (await conn.execute("SELECT current_schema()")).fetchone() or ("?",))[0])
-    _check_known(schema, applied, migrations)
+    _check_known(schema, applied, kind)
     missing = [migration.version for migration in migrations if migration.version not in applied]
     if missing:
         raise SchemaTooOldError(f"schema {schema!r} lacks migrations {missing}: run `bge migrate` first")
-    return latest_version()
+    return latest_version(kind)

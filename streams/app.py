@@ -31,7 +31,8 @@ from streams.api.routes import serve_api
 from streams.stages.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, load_settings
 from streams.topology import PROJECTOR_CONSUMER, STAGE_OUTPUTS, STAGES, Topic
-from streams.stages.crawl import SessionCredentials, load_crawl_config, register_crawl
+from streams.stages.actions import SessionCredentials
+from streams.stages.crawl import load_crawl_config, register_crawl
 from streams.kafka.clients import KeyPartitioner, Outbox, Sender, ensure_topics
 from streams.health.checks import group_lag, projector_lag
 from streams.observability.log import configure_logging, get_logger
@@ -206,8 +207,8 @@ def create_app(settings: Settings) -> GrowthApp:
         if settings.atproto_identifier and settings.atproto_app_password:
             credentials = SessionCredentials(settings.atproto_pds, settings.atproto_identifier,
                                              settings.atproto_app_password)
-        register_crawl(app, settings, events_topic=topic(Topic.GROWTH_EVENTS), crawl_topic=topic(Topic.GROWTH_CRAWL),
-                       dlq_topic=topic(Topic.GROWTH_DLQ), config=load_crawl_config(settings.crawl_config_file),
+        register_crawl(app, settings, sender=sender, events_topic=topic(Topic.GROWTH_EVENTS),
+                       crawl_topic=topic(Topic.GROWTH_CRAWL), config=load_crawl_config(settings.crawl_config_file),
                        schema=settings.crawl_schema, credentials=credentials)
     breakers = [projector.breaker]
     if settings.crawl_enabled:

@@ -463,6 +463,12 @@ class AtprotoSession:
             raise RuntimeError("not logged in")
         return self._session.handle
 
+    async def account_did(self) -> Result[str, XrpcError]:
+        """The account's DID, logging in first when the session is not open yet."""
+        if self._session is not None:
+            return Success(self._session.did)
+        return (await self.login()).map(lambda out: out.did)
+
     async def login(self) -> Result[CreateSessionOutput, XrpcError]:
         """``com.atproto.server.createSession`` with the identifier and app password."""
         result = await self.client.procedure(

@@ -20,7 +20,9 @@ partition, behind the steps already queued, so accounts are visited in degree or
 
 **Deduplication that survives restarts: Postgres, not a Faust table.** What was fetched and
 done is kept in the crawl's own schema (``bge_crawl`` by default; not the projection schema,
-which a rebuild swaps away), written after the request's events were acknowledged by Kafka:
+which a rebuild swaps away) by :class:`projections.crawl_store.CrawlStore`, its tables built by
+the crawl migrations (``projections/migrations/0002_crawl.sql``), written after the request's
+events were acknowledged by Kafka:
 
 - ``crawl_profiles``: when each account's profile was last fetched (one fetch per account per
   ``refresh_after_us``, whoever asked for it: enrichment or a crawl step);
@@ -36,105 +38,43 @@ then be driven without Faust (:func:`run_crawl`, the tests). A crash between the
 acknowledgements and the Postgres write repeats one request: its events carry the same ids
 (they derive from the request's id), so projections apply them once.
 
-:func:`register_crawl` adds the agents to the Faust app (``streams.app`` calls it).
+The crawl in modules: :mod:`streams.stages.crawler` executes requests
+(:class:`~streams.stages.crawler.Crawler`) and queues them for ``growth.crawl``
+(:func:`~streams.stages.crawler.add_request`); :mod:`streams.stages.enrichment` plans profile
+fetches; :mod:`streams.stages.actions` takes the growth actions;
+:class:`projections.crawl_store.CrawlStore` keeps the bookkeeping. Everything is sent through
+the worker's :class:`streams.kafka.clients.Sender`, an outbox per unit of work. This module runs
+them: :func:`register_crawl` adds the agents to the Faust app (``streams.app`` calls it),
+:func:`run_crawl` drives a crawler without Faust, and :func:`request_crawl` sends requests
+outside a worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
-from pydantic import SecretStr
-from returns.result import Failure, Result, Success
 
-from domain.appview import ProfileView, ProfileViewDetailed, PostView, thread_replies
-from domain.crawl import (
-    FOLLOW_BACK,
-    LIKE_MENTIONS,
-    CollectInteractions,
-    CrawlConfig,
-    CrawlRequest,
-    Discovery,
-    EnrichmentConfig,
-    EnrichProfile,
-    ExpandSnowball,
-    GrowthActionsConfig,
-    Interaction,
-    PlannedAction,
-    RunGrowthActions,
-    SearchPopular,
-    StartSnowball,
-    batches,
-    crawl_source,
-    day_start_us,
-    decode_request,
-    encode_request,
-    enrichment_decision,
-    expansion_request,
-    growth_action_event,
-    growth_actions_request,
-    interaction_candidates,
-    new_neighbours,
-    plan_follow_back,
-    plan_like_mentions,
-    popular_search_candidates,
-    profile_enriched,
-    profiles_to_fetch,
-    recent_posts,
-    snowball_step,
-)
-from domain.events import DomainEvent, GrowthActionTaken, UserSeen, decode, encode, partition_key
-from domain.identity import SourceCoordinates
-from projections.db import create_pool, quote_schema, validate_schema, with_retry
-from streams.kafka.acking import AckBatcher, all_acknowledged
-from streams.adapters.atproto import AppViewClient, AtprotoSession, RetryPolicy, XrpcClient, XrpcError, collect_pages, iso_now
+from domain.crawl import FOLLOW_BACK, LIKE_MENTIONS, CrawlConfig, CrawlRequest, growth_actions_request
+from projections.crawl_store import DEFAULT_SCHEMA, CrawlStore
+from streams.adapters.atproto import AppViewClient, AtprotoSession, RetryPolicy, XrpcClient, XrpcError
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
+from streams.adapters.ratelimit import TokenBucket
 from streams.config import Settings
 from streams.topology import Topic
-from streams.kafka.deadletter import dead_letter_headers
-from streams.kafka.clients import new_producer
+from streams.kafka.acking import AckBatcher
+from streams.kafka.clients import Sender
 from streams.observability.log import ContextLogger, get_logger
-from streams.adapters.ratelimit import TokenBucket
-from streams.observability.tracing import extract_context, inject_headers
+from streams.stages.actions import GrowthActions, SessionCredentials
+from streams.stages.crawler import CRAWL_PARTITION, CrawlMessage, Crawler, CrawlTopics, send_requests
+from streams.stages.enrichment import EnrichmentPlanner, EventMessage
 
-__all__ = [
-    "CRAWL_KEY",
-    "CRAWL_PARTITION",
-    "ActionReport",
-    "CrawlMessage",
-    "CrawlRuntime",
-    "CrawlStats",
-    "CrawlStore",
-    "Crawler",
-    "EnrichmentPlanner",
-    "GrowthActions",
-    "KafkaTopic",
-    "SessionCredentials",
-    "load_crawl_config",
-    "register_crawl",
-    "request_crawl",
-    "run_crawl",
-    "send_request",
-]
-
-CRAWL_PARTITION = 0
-"""The one partition of ``growth.crawl`` that carries requests (see the module docstring)."""
-CRAWL_KEY = b"crawl"
-DEFAULT_SCHEMA = "bge_crawl"
-
-_tracer = trace.get_tracer("bge.crawl")
+__all__ = ["CrawlRuntime", "load_crawl_config", "register_crawl", "request_crawl", "run_crawl"]
 
 
 def load_crawl_config(path: Path | None) -> CrawlConfig:
@@ -144,817 +84,14 @@ def load_crawl_config(path: Path | None) -> CrawlConfig:
     return CrawlConfig.model_validate_json(path.read_bytes())
 
 
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
-
-
-def _at(time_us: int) -> datetime:
-    return datetime.fromtimestamp(time_us // 1_000_000, UTC).replace(microsecond=time_us % 1_000_000)
-
-
-# --- sending ---------------------------------------------------------------------------------
-
-
-class Sender(Protocol):
-    """A topic to send to: a Faust topic, or :class:`KafkaTopic`. ``await send(...)`` returns
-    an awaitable that completes when Kafka acknowledged the message."""
-
-    async def send(self, *, key: bytes | None, value: bytes, partition: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]: ...
-
-
-class KafkaTopic:
-    """An aiokafka producer bound to one topic, with the same ``send`` as a Faust topic."""
-
-    def __init__(self, producer: Any, name: str) -> None:
-        self.producer = producer
-        self.name = name
-
-    async def send(self, *, key: bytes | None, value: bytes, partition: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
-        return await self.producer.send(self.name, value=value, key=key, partition=partition, headers=headers)
-
-
-async def send_request(topic: Sender, request: CrawlRequest) -> Awaitable[Any]:
-    """Send a crawl request to partition 0 of ``growth.crawl`` (key ``crawl``)."""
-    headers = inject_headers([("schema", request.schema_name.encode()), ("request_id", request.id.encode())])
-    return await topic.send(key=CRAWL_KEY, value=encode_request(request), partition=CRAWL_PARTITION, headers=headers)
-
-
 async def request_crawl(settings: Settings, requests: Iterable[CrawlRequest]) -> int:
-    """Send crawl requests with a producer of its own (for the command line and the demo)."""
-    producer = new_producer(settings)
-    await producer.start()
+    """Send crawl requests with a sender of its own, outside a worker (scripts, the tests)."""
+    sender = Sender(settings, client_id="bge")
+    await sender.start()
     try:
-        topic = KafkaTopic(producer, settings.topic(Topic.GROWTH_CRAWL))
-        acks = [await send_request(topic, request) for request in requests]
-        await asyncio.gather(*acks)
-        return len(acks)
+        return await send_requests(sender, settings.topic(Topic.GROWTH_CRAWL), requests)
     finally:
-        await producer.stop()
-
-
-# --- Postgres: what was fetched and done -------------------------------------------------------
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS crawl_profiles (
-    did         text        PRIMARY KEY,
-    fetched_at  timestamptz NOT NULL,
-    request_id  text        NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crawl_requests (
-    id          text        PRIMARY KEY,
-    kind        text        NOT NULL,
-    status      text        NOT NULL,
-    detail      text,
-    finished_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crawl_discovered (
-    crawl_id      text        NOT NULL,
-    did           text        NOT NULL,
-    degree        integer     NOT NULL,
-    accepted      boolean     NOT NULL,
-    reason        text        NOT NULL,
-    discovered_at timestamptz NOT NULL,
-    PRIMARY KEY (crawl_id, did)
-);
-CREATE TABLE IF NOT EXISTS growth_actions (
-    action      text        NOT NULL,
-    subject     text        NOT NULL,
-    subject_did text        NOT NULL,
-    status      text        NOT NULL CHECK (status IN ('pending', 'done', 'failed', 'unknown')),
-    reason      text        NOT NULL,
-    record_uri  text,
-    error       text,
-    attempts    integer     NOT NULL DEFAULT 1,
-    planned_at  timestamptz NOT NULL,
-    taken_at    timestamptz,
-    PRIMARY KEY (action, subject)
-);
-CREATE INDEX IF NOT EXISTS growth_actions_planned ON growth_actions (action, planned_at);
-COMMENT ON TABLE growth_actions IS
-    'Every growth action, at most once per (action, subject): pending (claimed, outcome unknown yet), '
-    'done, failed (refused by the service: may be retried) or unknown (no answer: never retried).';
-"""
-
-
-class CrawlStore:
-    """The crawl's memory in Postgres (see the module docstring), in its own ``schema``.
-
-    :meth:`open` creates the schema and tables if they are missing (``CREATE ... IF NOT
-    EXISTS`` under an advisory lock) and opens a small pool; every unit of work is re-run after
-    transient errors (:func:`projections.db.with_retry`).
-    """
-
-    def __init__(self, conninfo: str, schema: str = DEFAULT_SCHEMA) -> None:
-        self.conninfo = conninfo
-        self.schema = validate_schema(schema)
-        self._pool: AsyncConnectionPool | None = None
-
-    async def open(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bge.crawl'), hashtext(%s))", (self.schema,))
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(quote_schema(self.schema)))
-                await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(quote_schema(self.schema)))
-                await conn.execute(_TABLES)  # type: ignore[arg-type]  # no parameters: simple protocol
-        self._pool = create_pool(self.conninfo, self.schema, min_size=1, max_size=2, name="bge-crawl")
-        await self._pool.open(wait=True)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def __aenter__(self) -> CrawlStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
-        if self._pool is None:
-            raise RuntimeError("CrawlStore is not open")
-        pool = self._pool
-
-        async def unit() -> Any:
-            async with pool.connection() as conn, conn.transaction():
-                return await work(conn)
-
-        return await with_retry(unit)
-
-    # -- profiles, requests, crawls -----------------------------------------------------------
-
-    async def fetched_at(self, dids: Sequence[str]) -> dict[str, int]:
-        """When each of ``dids`` had its profile fetched last (unix µs); absent: never."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            cur = await conn.execute("SELECT did, fetched_at FROM crawl_profiles WHERE did = ANY(%s)", (list(dids),))
-            return {did: _us(at) for did, at in await cur.fetchall()}
-        return await self._run(work) if dids else {}
-
-    async def status(self, request_id: str) -> str | None:
-        """How request ``request_id`` ended (``done``, ``failed``, ``skipped``), or None."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
-            cur = await conn.execute("SELECT status FROM crawl_requests WHERE id = %s", (request_id,))
-            row = await cur.fetchone()
-            return row[0] if row else None
-        return await self._run(work)
-
-    async def discovered(self, crawl_id: str) -> tuple[set[str], int]:
-        """The accounts crawl ``crawl_id`` judged, and how many it kept."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[set[str], int]:
-            cur = await conn.execute("SELECT did, accepted FROM crawl_discovered WHERE crawl_id = %s", (crawl_id,))
-            rows = await cur.fetchall()
-            return {did for did, _ in rows}, sum(1 for _, accepted in rows if accepted)
-        return await self._run(work)
-
-    async def record(self, *, request: CrawlRequest | None = None, status: str = "done", detail: str | None = None,
-                     fetched: Sequence[tuple[str, str]] = (), crawl_id: str | None = None,
-                     discoveries: Sequence[Discovery] = (), at_us: int) -> None:
-        """In one transaction: profiles fetched (``(did, request id)``), the accounts a crawl
-        judged, and how ``request`` ended."""
-        at = _at(at_us)
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            if fetched:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO crawl_profiles (did, fetched_at, request_id) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (did) DO UPDATE SET fetched_at = EXCLUDED.fetched_at, request_id = EXCLUDED.request_id "
-                        "WHERE crawl_profiles.fetched_at < EXCLUDED.fetched_at",
-                        [(did, at, request_id) for did, request_id in sorted(set(fetched))],
-                    )
-            if discoveries:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO crawl_discovered (crawl_id, did, degree, accepted, reason, discovered_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (crawl_id, did) DO NOTHING",
-                        [(crawl_id, d.did, d.degree, d.accepted, d.reason, at) for d in discoveries],
-                    )
-            if request is not None:
-                await conn.execute(
-                    "INSERT INTO crawl_requests (id, kind, status, detail, finished_at) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, detail = EXCLUDED.detail, "
-                    "finished_at = EXCLUDED.finished_at",
-                    (request.id, request.schema_name, status, detail, at),
-                )
-
-        await self._run(work)
-
-    # -- growth actions -----------------------------------------------------------------------
-
-    async def recorded_subjects(self, action: str) -> set[str]:
-        """Subjects of ``action`` that must not be acted on again: all but ``failed``."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[str]:
-            cur = await conn.execute("SELECT subject FROM growth_actions WHERE action = %s AND status <> 'failed'",
-                                     (action,))
-            return {row[0] for row in await cur.fetchall()}
-        return await self._run(work)
-
-    async def count_since(self, action: str, since_us: int) -> int:
-        """Actions of this kind claimed since ``since_us`` (all but ``failed``): for daily caps."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
-            cur = await conn.execute(
-                "SELECT count(*) FROM growth_actions WHERE action = %s AND planned_at >= %s AND status <> 'failed'",
-                (action, _at(since_us)))
-            row = await cur.fetchone()
-            return int(row[0]) if row else 0
-        return await self._run(work)
-
-    async def claim(self, planned: PlannedAction, at_us: int) -> bool:
-        """Record ``planned`` as ``pending`` before it is taken; False when it is already
-        recorded (only a ``failed`` action may be claimed again)."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute(
-                "INSERT INTO growth_actions (action, subject, subject_did, status, reason, planned_at) "
-                "VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (action, subject) DO UPDATE "
-                "SET status = 'pending', attempts = growth_actions.attempts + 1, planned_at = EXCLUDED.planned_at, "
-                "error = NULL WHERE growth_actions.status = 'failed' RETURNING 1",
-                (planned.action, planned.subject, planned.subject_did, planned.reason, _at(at_us)))
-            return await cur.fetchone() is not None
-        return await self._run(work)
-
-    async def settle(self, planned: PlannedAction, status: str, at_us: int, *, record_uri: str | None = None,
-                     error: str | None = None) -> None:
-        """How a claimed action ended: ``done`` (with the record), ``failed`` or ``unknown``."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "UPDATE growth_actions SET status = %s, record_uri = %s, error = %s, taken_at = %s "
-                "WHERE action = %s AND subject = %s",
-                (status, record_uri, error, _at(at_us), planned.action, planned.subject))
-        await self._run(work)
-
-    async def actions(self) -> list[dict[str, Any]]:
-        """Every recorded growth action (for reports and tests)."""
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
-            cur = await conn.execute("SELECT action, subject, subject_did, status, record_uri, attempts "
-                                     "FROM growth_actions ORDER BY action, subject")
-            columns = ("action", "subject", "subject_did", "status", "record_uri", "attempts")
-            return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
-        return await self._run(work)
-
-
-# --- growth actions ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCredentials:
-    """The account the growth actions act for: its PDS (or entryway) and an app password."""
-
-    service: str
-    identifier: str
-    password: SecretStr
-
-
-@dataclass
-class ActionReport:
-    """What a growth action run decided and did. In a dry run only ``planned`` is filled."""
-
-    dry_run: bool
-    planned: list[PlannedAction] = field(default_factory=list)
-    taken: list[tuple[PlannedAction, str]] = field(default_factory=list)
-    """Actions taken, with the record created."""
-    failed: list[tuple[PlannedAction, str]] = field(default_factory=list)
-    skipped: list[tuple[PlannedAction, str]] = field(default_factory=list)
-    events: list[GrowthActionTaken] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def merge(self, other: ActionReport) -> ActionReport:
-        return ActionReport(self.dry_run and other.dry_run, self.planned + other.planned, self.taken + other.taken,
-                            self.failed + other.failed, self.skipped + other.skipped, self.events + other.events,
-                            self.notes + other.notes)
-
-    def lines(self) -> list[str]:
-        """The report for people: one line per action (``would follow ...`` in a dry run)."""
-        verb = {"follow": "follow", "like": "like"}
-        out = [f"{'would ' if self.dry_run else ''}{verb[a.action]} {a.subject} ({a.reason})" for a in self.planned]
-        out += [f"took: {a.action} {a.subject} -> {uri}" for a, uri in self.taken]
-        out += [f"failed: {a.action} {a.subject}: {why}" for a, why in self.failed]
-        out += [f"skipped: {a.action} {a.subject}: {why}" for a, why in self.skipped]
-        return out + self.notes
-
-
-class GrowthActions:
-    """Follow-back and liking mentions for the session's account, through ``session``.
-
-    Off unless ``config.enabled``; a dry run (``config.dry_run``, the default) reports exactly
-    what it would do and records nothing. Otherwise each action is claimed in
-    ``growth_actions`` before it is taken and settled after, so nothing is done twice across
-    restarts; daily caps count what was claimed since 00:00 UTC. Reads of follower and follow
-    lists go through the public AppView client (all pages, up to ``max_pages`` as a safety
-    bound: a follow list longer than that refuses the follow-back rather than guess).
-    """
-
-    def __init__(self, *, appview: AppViewClient, session: AtprotoSession, store: CrawlStore,
-                 config: GrowthActionsConfig, clock: Callable[[], float] = time.time,
-                 logger: ContextLogger | None = None) -> None:
-        self.appview = appview
-        self.session = session
-        self.store = store
-        self.config = config
-        self._clock = clock
-        self.log = logger or get_logger("crawl.actions")
-
-    def _now_us(self) -> int:
-        return int(self._clock() * 1_000_000)
-
-    async def _me(self) -> Result[str, XrpcError]:
-        try:
-            return Success(self.session.did)
-        except RuntimeError:
-            return (await self.session.login()).map(lambda out: out.did)
-
-    async def run(self, actions: Iterable[str] = (FOLLOW_BACK, LIKE_MENTIONS)) -> Result[ActionReport, XrpcError]:
-        """Run the named actions (those enabled in the configuration)."""
-        report = ActionReport(dry_run=self.config.dry_run)
-        if not self.config.enabled:
-            report.notes.append("growth actions are off (enabled=false)")
-            return Success(report)
-        for name in actions:
-            if name == FOLLOW_BACK and self.config.follow_back:
-                step = await self.follow_back()
-            elif name == LIKE_MENTIONS and self.config.like_mentions:
-                step = await self.like_mentions()
-            else:
-                continue
-            match step:
-                case Success(done):
-                    report = report.merge(done)
-                case Failure(error):
-                    return Failure(error)
-        return Success(report)
-
-    async def follow_back(self) -> Result[ActionReport, XrpcError]:
-        """Follow the followers we do not follow yet (checking ALL pages of both lists)."""
-        me = await self._me()
-        if not isinstance(me, Success):
-            return me  # type: ignore[return-value]
-        did = me.unwrap()
-        limit, pages = self.config.page_size, self.config.max_pages
-        followers = await collect_pages(self.appview.followers(did, limit=limit, max_pages=pages))
-        follows = await collect_pages(self.appview.follows(did, limit=limit, max_pages=pages))
-        match followers, follows:
-            case Success(follower_pages), Success(follow_pages):
-                pass
-            case Failure(error), _:
-                return Failure(error)
-            case _, Failure(error):
-                return Failure(error)
-        report = ActionReport(dry_run=self.config.dry_run)
-        if len(follow_pages) >= pages and follow_pages[-1].cursor:
-            report.notes.append(f"follow-back refused: our follow list has more than {pages} pages")
-            return Success(report)
-        now = self._now_us()
-        remaining = self.config.max_follows_per_day - await self.store.count_since("follow", day_start_us(now))
-        plan = plan_follow_back(did, _profiles(p.followers for p in follower_pages),
-                                _profiles(p.follows for p in follow_pages),
-                                await self.store.recorded_subjects("follow"), max(0, remaining))
-        return Success(await self._take(plan, report, did, now))
-
-    async def like_mentions(self) -> Result[ActionReport, XrpcError]:
-        """Like the recent posts that mention us."""
-        me = await self._me()
-        if not isinstance(me, Success):
-            return me  # type: ignore[return-value]
-        did = me.unwrap()
-        pages = await self.session.notifications(reasons=("mention",), limit=self.config.page_size,
-                                                 max_pages=min(self.config.max_pages, 10))
-        if not isinstance(pages, Success):
-            return pages  # type: ignore[return-value]
-        now = self._now_us()
-        remaining = self.config.max_likes_per_day - await self.store.count_since("like", day_start_us(now))
-        plan = plan_like_mentions(did, [n for page in pages.unwrap() for n in page.notifications],
-                                  await self.store.recorded_subjects("like"), max(0, remaining), now,
-                                  self.config.mention_max_age_us)
-        return Success(await self._take(plan, ActionReport(dry_run=self.config.dry_run), did, now))
-
-    async def _take(self, plan: Sequence[PlannedAction], report: ActionReport, did: str, now: int) -> ActionReport:
-        report.planned.extend(plan)
-        if self.config.dry_run:
-            for action in plan:
-                self.log.user_action(f"would {action.action}", did=action.subject_did, subject=action.subject,
-                                     reason=action.reason, dry_run=True)
-            return report
-        for action in plan:
-            if not await self.store.claim(action, now):
-                report.skipped.append((action, "already recorded"))
-                continue
-            created_at = iso_now(self._clock())
-            if action.action == "follow":
-                result = await self.session.follow(action.subject, created_at=created_at)
-            else:
-                result = await self.session.like(action.subject, action.subject_cid or "", created_at=created_at)
-            taken_at = self._now_us()
-            match result:
-                case Success(record):
-                    await self.store.settle(action, "done", taken_at, record_uri=record.uri)
-                    report.taken.append((action, record.uri))
-                    report.events.append(growth_action_event(action, did, record.uri, taken_at))
-                    self.log.user_action(action.action, did=action.subject_did, subject=action.subject,
-                                         record=record.uri, reason=action.reason)
-                case Failure(error):
-                    # a refusal (4xx) may be retried later; no answer (5xx, timeout) may have
-                    # acted: never retried automatically
-                    status = "unknown" if error.transient else "failed"
-                    await self.store.settle(action, status, taken_at, error=str(error))
-                    report.failed.append((action, str(error)))
-        return report
-
-
-def _profiles(lists: Iterable[list[ProfileView]]) -> list[ProfileView]:
-    return [profile for page in lists for profile in page]
-
-
-# --- the crawler -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CrawlMessage:
-    """One message of ``growth.crawl``."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-    @property
-    def coordinates(self) -> SourceCoordinates:
-        return SourceCoordinates(self.topic, self.partition, self.offset)
-
-    @classmethod
-    def of(cls, message: Any) -> CrawlMessage:
-        """From a Faust or aiokafka message."""
-        return cls(message.topic, message.partition, message.offset, message.value, list(message.headers or ()))
-
-
-@dataclass
-class CrawlStats:
-    requests: int = 0
-    executed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    profiles: int = 0
-    candidates: int = 0
-    expansions: int = 0
-    waits: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-    dlq_reasons: dict[str, int] = field(default_factory=dict)
-
-
-class Crawler:
-    """Executes crawl requests: the logic of the crawl agent, without Faust.
-
-    :meth:`handle_batch` takes a batch of ``growth.crawl`` messages and returns once every
-    event and follow-up request it produced was acknowledged by Kafka and recorded in the
-    store, so the caller may then commit the batch's offsets. Profile requests of a batch are
-    deduplicated and fetched 25 a call; the rest run in order. A transient failure (rate
-    limit, 5xx, timeout, open breaker) waits and retries, blocking the queue: the request is
-    not lost; a permanent one (4xx, a response breaking its lexicon) is logged and recorded as
-    ``failed``.
-    """
-
-    def __init__(self, *, appview: AppViewClient, store: CrawlStore, events_topic: Sender, crawl_topic: Sender,
-                 dlq_topic: Sender | None = None, config: CrawlConfig | None = None,
-                 actions: GrowthActions | None = None, clock: Callable[[], float] = time.time,
-                 logger: ContextLogger | None = None, retry_delay: float = 1.0, max_retry_delay: float = 60.0,
-                 max_waits: int | None = None) -> None:
-        self.appview = appview
-        self.store = store
-        self.events_topic = events_topic
-        self.crawl_topic = crawl_topic
-        self.dlq_topic = dlq_topic
-        self.config = config or CrawlConfig()
-        self.actions = actions
-        self._clock = clock
-        self.log = logger or get_logger("crawl")
-        self.retry_delay, self.max_retry_delay, self.max_waits = retry_delay, max_retry_delay, max_waits
-        self.stats = CrawlStats()
-        self._crawls: OrderedDict[str, tuple[set[str], int]] = OrderedDict()
-
-    def _now_us(self) -> int:
-        return int(self._clock() * 1_000_000)
-
-    # -- the batch ------------------------------------------------------------------------
-
-    async def handle_batch(self, messages: Sequence[CrawlMessage]) -> None:
-        """Execute the requests of ``messages`` (see the class docstring)."""
-        enrich: list[tuple[EnrichProfile, CrawlMessage]] = []
-        others: list[tuple[CrawlRequest, CrawlMessage]] = []
-        for message in messages:
-            self.stats.requests += 1
-            match decode_request(message.value):
-                case Success(EnrichProfile() as request):
-                    enrich.append((request, message))
-                case Success(request):
-                    others.append((request, message))
-                case Failure(rejection):
-                    await self._dead_letter(message, str(rejection.code.value), rejection.message)
-        if enrich:
-            await self._enrich(enrich)
-        for request, message in others:
-            with _tracer.start_as_current_span(f"crawl {request.schema_name}", context=extract_context(message.headers),
-                                               kind=SpanKind.CONSUMER,
-                                               attributes={"request_id": request.id, "messaging.kafka.offset": message.offset}) as span:
-                self.stats.by_kind[request.schema_name] = self.stats.by_kind.get(request.schema_name, 0) + 1
-                if await self.store.status(request.id) is not None:
-                    self.stats.skipped += 1
-                    span.set_attribute("skipped", "already executed")
-                    continue
-                outcome = await self._execute(request, message.coordinates)
-                if isinstance(outcome, Failure):
-                    error = outcome.failure()
-                    self.stats.failed += 1
-                    span.set_status(Status(StatusCode.ERROR, str(error)))
-                    self.log.warning("crawl request failed", request_id=request.id, kind=request.schema_name,
-                                     error=str(error))
-                    await self.store.record(request=request, status="failed", detail=str(error)[:1000],
-                                            at_us=self._now_us())
-                else:
-                    self.stats.executed += 1
-
-    async def _execute(self, request: CrawlRequest, coordinates: SourceCoordinates) -> Result[None, XrpcError]:
-        match request:
-            case StartSnowball():
-                return await self._start_snowball(request, coordinates)
-            case ExpandSnowball():
-                return await self._expand(request, coordinates)
-            case SearchPopular():
-                return await self._search(request, coordinates)
-            case CollectInteractions():
-                return await self._interactions(request, coordinates)
-            case RunGrowthActions():
-                return await self._growth_actions(request)
-        await self.store.record(request=request, status="skipped", detail="unknown kind", at_us=self._now_us())
-        return Success(None)
-
-    async def _retrying(self, call: Callable[[], Awaitable[Result[Any, XrpcError]]]) -> Result[Any, XrpcError]:
-        """``call()`` again while it fails transiently, waiting the breaker's recovery time or
-        an exponential backoff; gives up only after ``max_waits`` waits (None: never)."""
-        waits = 0
-        while True:
-            result = await call()
-            if not isinstance(result, Failure) or not result.failure().transient:
-                return result
-            if self.max_waits is not None and waits >= self.max_waits:
-                return result
-            error: XrpcError = result.failure()
-            delay = min(self.max_retry_delay, self.retry_delay * 2 ** min(waits, 16))
-            if error.retry_after is not None:
-                delay = max(delay, error.retry_after)
-            waits += 1
-            self.stats.waits += 1
-            self.log.warning("crawl waiting for the AppView", error=str(error), delay=round(delay, 3), waits=waits)
-            await asyncio.sleep(delay)
-
-    async def _send_all(self, events: Iterable[DomainEvent], requests: Iterable[CrawlRequest] = ()) -> None:
-        """Send events and follow-up requests; return when Kafka acknowledged them all."""
-        acks = []
-        for event in events:
-            headers = inject_headers([("schema", event.schema_name.encode()), ("source_id", event.source.id.encode())])
-            acks.append(await self.events_topic.send(key=partition_key(event), value=encode(event), headers=headers))
-        for request in requests:
-            acks.append(await send_request(self.crawl_topic, request))
-        if acks:
-            await asyncio.gather(*acks)
-
-    async def _dead_letter(self, message: CrawlMessage, reason: str, text: str) -> None:
-        self.stats.dead_lettered += 1
-        self.stats.dlq_reasons[reason] = self.stats.dlq_reasons.get(reason, 0) + 1
-        self.log.warning("crawl request dead-lettered", reason=reason, error=text, offset=message.offset)
-        if self.dlq_topic is None:
-            return
-        headers = inject_headers(dead_letter_headers(error_class="Rejection", reason=reason, message=text,
-                                                     source="kafka", topic=message.topic, partition=message.partition,
-                                                     offset=message.offset))
-        await (await self.dlq_topic.send(key=None, value=message.value, headers=headers))
-
-    # -- profile enrichment ---------------------------------------------------------------
-
-    async def _enrich(self, pairs: Sequence[tuple[EnrichProfile, CrawlMessage]]) -> None:
-        now = self._now_us()
-        coordinates = {request.id: message.coordinates for request, message in pairs}
-        requests = [request for request, _ in pairs]
-        fetched = await self.store.fetched_at(sorted({r.did for r in requests}))
-        todo, declined = profiles_to_fetch(requests, fetched, now, self.config.enrichment)
-        self.stats.skipped += len(declined)
-        chunks = batches(todo, self.config.enrichment.batch_size)
-        await asyncio.gather(*(self._enrich_chunk(chunk, coordinates, now) for chunk in chunks))
-
-    async def _enrich_chunk(self, chunk: Sequence[EnrichProfile], coordinates: Mapping[str, SourceCoordinates],
-                            now: int) -> None:
-        by_did = {request.did: request for request in chunk}
-        result = await self._retrying(lambda: self.appview.get_profiles(list(by_did)))
-        match result:
-            case Success(out):
-                events = [profile_enriched(p, crawl_source(by_did[p.did].id, p.did, now, coordinates[by_did[p.did].id]))
-                          for p in out.profiles if p.did in by_did]
-                await self._send_all(events)
-                self.stats.profiles += len(events)
-                self.stats.executed += len(chunk)
-            case Failure(error):
-                self.stats.failed += len(chunk)
-                self.log.warning("profile fetch failed", error=str(error), dids=len(chunk))
-        # accounts the AppView does not know are recorded too: asking again would not help
-        await self.store.record(fetched=[(r.did, r.id) for r in chunk], at_us=now)
-
-    # -- snowball -------------------------------------------------------------------------
-
-    async def _memory(self, crawl_id: str) -> tuple[set[str], int]:
-        memory = self._crawls.get(crawl_id)
-        if memory is None:
-            memory = await self.store.discovered(crawl_id)
-            self._crawls[crawl_id] = memory
-            while len(self._crawls) > 16:
-                self._crawls.popitem(last=False)
-        self._crawls.move_to_end(crawl_id)
-        return memory
-
-    def _remember(self, crawl_id: str, discoveries: Sequence[Discovery]) -> None:
-        known, kept = self._crawls[crawl_id]
-        known.update(d.did for d in discoveries)
-        self._crawls[crawl_id] = (known, kept + sum(1 for d in discoveries if d.accepted))
-
-    async def _start_snowball(self, request: StartSnowball, coordinates: SourceCoordinates) -> Result[None, XrpcError]:
-        result = await self._retrying(lambda: self.appview.profiles(list(request.seeds)))
-        if not isinstance(result, Success):
-            return result  # type: ignore[return-value]
-        now = self._now_us()
-        seeds: list[ProfileViewDetailed] = result.unwrap()
-        known, _ = await self._memory(request.id)
-        events = [profile_enriched(p, crawl_source(request.id, p.did, now, coordinates)) for p in seeds]
-        fresh = [p for p in seeds if p.did not in known]
-        expansions = [expansion_request(request.id, p.did, p.handle, 0, p.handle, request.params,
-                                        requested_at_us=now, parent_id=request.id) for p in fresh]
-        discoveries = [Discovery(did=p.did, degree=0, accepted=False, reason="seed") for p in fresh]
-        await self._send_all(events, expansions)
-        await self.store.record(request=request, detail=f"{len(seeds)} of {len(request.seeds)} seeds found",
-                                fetched=[(p.did, request.id) for p in seeds], crawl_id=request.id,
-                                discoveries=discoveries, at_us=now)
-        self._remember(request.id, discoveries)
-        self.stats.profiles += len(events)
-        self.stats.expansions += len(expansions)
-        return Success(None)
-
-    async def _expand(self, request: ExpandSnowball, coordinates: SourceCoordinates) -> Result[None, XrpcError]:
-        params = request.params
-        known, kept = await self._memory(request.crawl_id)
-        if kept >= params.max_users:
-            await self.store.record(request=request, status="skipped", detail="max_users reached", at_us=self._now_us())
-            return Success(None)
-        followers = await self._retrying(lambda: collect_pages(self.appview.followers(
-            request.did, limit=params.page_size, max_pages=params.pages_per_user)))
-        if not isinstance(followers, Success):
-            return followers  # type: ignore[return-value]
-        follows = await self._retrying(lambda: collect_pages(self.appview.follows(
-            request.did, limit=params.page_size, max_pages=params.pages_per_user)))
-        if not isinstance(follows, Success):
-            return follows  # type: ignore[return-value]
-        neighbours = new_neighbours(request.did, _profiles(p.followers for p in followers.unwrap()),
-                                    _profiles(p.follows for p in follows.unwrap()), known)
-        profiles = await self._retrying(lambda: self.appview.profiles([n.did for n in neighbours]))
-        if not isinstance(profiles, Success):
-            return profiles  # type: ignore[return-value]
-        now = self._now_us()
-        source = crawl_source(request.id, request.did, now, coordinates)
-        step = snowball_step(request, neighbours, {p.did: p for p in profiles.unwrap()}, kept, source, now)
-        await self._send_all([*step.profiles, *step.candidates], step.expansions)
-        await self.store.record(request=request, detail=f"{len(step.candidates)} kept of {len(neighbours)} new",
-                                fetched=[(p.did, request.id) for p in profiles.unwrap()], crawl_id=request.crawl_id,
-                                discoveries=step.discoveries, at_us=now)
-        self._remember(request.crawl_id, step.discoveries)
-        self.stats.profiles += len(step.profiles)
-        self.stats.candidates += len(step.candidates)
-        self.stats.expansions += len(step.expansions)
-        return Success(None)
-
-    # -- popular search -----------------------------------------------------------------------
-
-    async def _search(self, request: SearchPopular, coordinates: SourceCoordinates) -> Result[None, XrpcError]:
-        pages = await self._retrying(lambda: collect_pages(self.appview.search_posts(
-            request.query, sort=request.sort, limit=request.page_size, max_pages=request.max_pages)))
-        if not isinstance(pages, Success):
-            return pages  # type: ignore[return-value]
-        now = self._now_us()
-        posts = [post for page in pages.unwrap() for post in page.posts]
-        decision = popular_search_candidates(request, posts, now)
-        candidates = decision.value_or(())
-        await self._send_all(candidates)
-        detail = f"{len(posts)} posts, {len(candidates)} candidates"
-        await self.store.record(request=request, detail=detail, at_us=now)
-        self.stats.candidates += len(candidates)
-        return Success(None)
-
-    # -- post interactions ----------------------------------------------------------------
-
-    async def _interactions(self, request: CollectInteractions, coordinates: SourceCoordinates) -> Result[None, XrpcError]:
-        profile = await self._retrying(lambda: self.appview.get_profiles([request.actor]))
-        if not isinstance(profile, Success):
-            return profile  # type: ignore[return-value]
-        if not profile.unwrap().profiles:
-            await self.store.record(request=request, status="failed", detail="actor not found", at_us=self._now_us())
-            return Success(None)
-        actor = profile.unwrap().profiles[0]
-        feed = await self._retrying(lambda: collect_pages(self.appview.author_feed(
-            actor.did, filter="posts_no_replies", limit=min(100, max(request.max_posts, 10)), max_pages=5)))
-        if not isinstance(feed, Success):
-            return feed  # type: ignore[return-value]
-        posts = recent_posts([item for page in feed.unwrap() for item in page.feed], actor.did, request.max_posts)
-        found: list[Interaction] = []
-        for post in posts:
-            interactions = await self._post_interactions(request, post)
-            if not isinstance(interactions, Success):
-                return interactions  # type: ignore[return-value]
-            found += interactions.unwrap()
-        now = self._now_us()
-        decision = interaction_candidates(request, actor.did, found, self.config.interactions, now)
-        candidates = decision.value_or(())
-        await self._send_all([profile_enriched(actor, crawl_source(request.id, actor.did, now, coordinates)),
-                              *candidates])
-        await self.store.record(request=request, detail=f"{len(posts)} posts, {len(candidates)} candidates",
-                                fetched=[(actor.did, request.id)], at_us=now)
-        self.stats.candidates += len(candidates)
-        return Success(None)
-
-    async def _post_interactions(self, request: CollectInteractions, post: PostView) -> Result[list[Interaction], XrpcError]:
-        pages, size = request.pages_per_post, request.page_size
-        likes, reposts, thread = await asyncio.gather(
-            self._retrying(lambda: collect_pages(self.appview.likes(post.uri, limit=size, max_pages=pages))),
-            self._retrying(lambda: collect_pages(self.appview.reposted_by(post.uri, limit=size, max_pages=pages))),
-            self._retrying(lambda: self.appview.get_post_thread(post.uri, depth=request.thread_depth)),
-        )
-        for result in (likes, reposts, thread):
-            if isinstance(result, Failure):
-                error: XrpcError = result.failure()
-                if error.error == "NotFound":  # deleted meanwhile: nobody to find
-                    return Success([])
-                return Failure(error)
-        found = [Interaction(did=like.actor.did, handle=like.actor.handle, kind="like", post_uri=post.uri)
-                 for page in likes.unwrap() for like in page.likes]
-        found += [Interaction(did=p.did, handle=p.handle, kind="repost", post_uri=post.uri)
-                  for page in reposts.unwrap() for p in page.reposted_by]
-        found += [Interaction(did=reply.author.did, handle=reply.author.handle, kind="reply", post_uri=post.uri)
-                  for reply in thread_replies(thread.unwrap().thread)]
-        return Success(found)
-
-    # -- growth actions -------------------------------------------------------------------
-
-    async def _growth_actions(self, request: RunGrowthActions) -> Result[None, XrpcError]:
-        if self.actions is None or not self.actions.config.enabled:
-            await self.store.record(request=request, status="skipped", detail="growth actions are off",
-                                    at_us=self._now_us())
-            return Success(None)
-        result = await self._retrying(lambda: self.actions.run(request.actions))  # type: ignore[union-attr]
-        if not isinstance(result, Success):
-            return result  # type: ignore[return-value]
-        report: ActionReport = result.unwrap()
-        await self._send_all(report.events)
-        await self.store.record(request=request, detail="; ".join(report.lines())[:4000], at_us=self._now_us())
-        return Success(None)
-
-
-# --- enrichment planner ----------------------------------------------------------------------
-
-
-class EnrichmentPlanner:
-    """``UserSeen`` domain events in, :class:`EnrichProfile` requests out (to partition 0 of
-    ``growth.crawl``).
-
-    It remembers, in a bounded in-memory LRU, when it last requested each account's profile,
-    so a busy account does not flood the crawl topic; the memory may be lost (a restart, a
-    rebalance) because the crawler deduplicates again against Postgres before fetching.
-    """
-
-    def __init__(self, *, crawl_topic: Sender, config: EnrichmentConfig, capacity: int = 200_000,
-                 logger: ContextLogger | None = None) -> None:
-        self.crawl_topic = crawl_topic
-        self.config = config
-        self.capacity = capacity
-        self.log = logger or get_logger("crawl.planner")
-        self._requested: OrderedDict[str, int] = OrderedDict()
-        self.requested = 0
-
-    async def handle(self, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
-        """Consider one ``growth.events`` message; returns the acknowledgement of the request
-        it sent, or None. Messages whose ``schema`` header names another event are not decoded."""
-        schema = dict(headers or ()).get("schema")
-        if schema is not None and schema != b"UserSeen":
-            return None
-        decoded = decode(value)
-        if not isinstance(decoded, Success) or not isinstance(decoded.unwrap(), UserSeen):
-            return None
-        seen: UserSeen = decoded.unwrap()  # type: ignore[assignment]
-        match enrichment_decision(seen, self._requested.get(seen.did), self.config):
-            case Success(request):
-                self._requested[seen.did] = seen.time_us
-                self._requested.move_to_end(seen.did)
-                while len(self._requested) > self.capacity:
-                    self._requested.popitem(last=False)
-                self.requested += 1
-                return await send_request(self.crawl_topic, request)
-        return None
+        await sender.stop()
 
 
 # --- running without Faust -------------------------------------------------------------------
@@ -1003,34 +140,23 @@ async def run_crawl(settings: Settings, crawler: Crawler, *, group_id: str, max_
 class CrawlRuntime:
     """The crawl's resources in a worker: the AppView client, the store, the crawler, the
     planner and, when credentials are given, the growth actions. Opened by the crawl agent
-    when it starts, closed when it stops."""
+    when it starts, closed when it stops. Everything is sent with ``sender`` (the worker's,
+    started by the app before its agents)."""
 
-    def __init__(self, settings: Settings, config: CrawlConfig, *, events_topic: Sender, crawl_topic: Sender,
-                 dlq_topic: Sender | None, schema: str, credentials: SessionCredentials | None,
-                 logger: ContextLogger) -> None:
+    def __init__(self, settings: Settings, config: CrawlConfig, *, sender: Sender, topics: CrawlTopics,
+                 schema: str, credentials: SessionCredentials | None, logger: ContextLogger) -> None:
         self.settings = settings
         self.config = config
         self.appview = AppViewClient.from_settings(settings, logger=logger.child("appview"))
         self.store = CrawlStore(settings.database_url, schema)
-        self.session: AtprotoSession | None = None
+        self.session = None if credentials is None else _session(settings, credentials, logger)
         actions = None
-        if credentials is not None:
-            pds = XrpcClient(credentials.service, bucket=TokenBucket(max(1.0, settings.atproto_rate_limit / 2), burst=1,
-                                                                     name="pds", logger=logger),
-                             breaker=CircuitBreaker("pds", BreakerConfig(
-                                 failure_threshold=settings.breaker_failure_threshold,
-                                 recovery_timeout=settings.breaker_recovery_seconds,
-                                 enabled=settings.enable_circuit_breaker),
-                                 is_failure=lambda exc: not isinstance(exc, XrpcError) or exc.counts_against_service,
-                                 logger=logger),
-                             retry=RetryPolicy(), logger=logger.child("pds"))
-            self.session = AtprotoSession(pds, credentials.identifier, credentials.password)
+        if self.session is not None:
             actions = GrowthActions(appview=self.appview, session=self.session, store=self.store,
                                     config=config.actions, logger=logger.child("actions"))
-        self.crawler = Crawler(appview=self.appview, store=self.store, events_topic=events_topic,
-                               crawl_topic=crawl_topic, dlq_topic=dlq_topic, config=config, actions=actions,
-                               logger=logger)
-        self.planner = EnrichmentPlanner(crawl_topic=crawl_topic, config=config.enrichment,
+        self.crawler = Crawler(appview=self.appview, store=self.store, sender=sender, topics=topics, config=config,
+                               actions=actions, logger=logger)
+        self.planner = EnrichmentPlanner(sender=sender, crawl_topic=topics.crawl, config=config.enrichment,
                                          logger=logger.child("planner"))
         self._opened = False
 
@@ -1051,7 +177,20 @@ class CrawlRuntime:
             self._opened = False
 
 
-def register_crawl(app: Any, settings: Settings, *, events_topic: Any, crawl_topic: Any, dlq_topic: Any = None,
+def _session(settings: Settings, credentials: SessionCredentials, logger: ContextLogger) -> AtprotoSession:
+    """The growth actions' session on their PDS: a client with its own bucket (half the AppView
+    rate) and breaker, since the PDS's limits are not the AppView's."""
+    bucket = TokenBucket(max(1.0, settings.atproto_rate_limit / 2), burst=1, name="pds", logger=logger)
+    breaker = CircuitBreaker("pds", BreakerConfig(failure_threshold=settings.breaker_failure_threshold,
+                                                  recovery_timeout=settings.breaker_recovery_seconds,
+                                                  enabled=settings.enable_circuit_breaker),
+                             is_failure=lambda exc: not isinstance(exc, XrpcError) or exc.counts_against_service,
+                             logger=logger)
+    pds = XrpcClient(credentials.service, bucket=bucket, breaker=breaker, retry=RetryPolicy(), logger=logger.child("pds"))
+    return AtprotoSession(pds, credentials.identifier, credentials.password)
+
+
+def register_crawl(app: Any, settings: Settings, *, sender: Sender, events_topic: Any, crawl_topic: Any,
                    config: CrawlConfig | None = None, schema: str = DEFAULT_SCHEMA,
                    credentials: SessionCredentials | None = None, plan_enrichment: bool = True,
                    batch_size: int = 100, actions_interval_seconds: float = 3600.0) -> CrawlRuntime:
@@ -1067,22 +206,25 @@ def register_crawl(app: Any, settings: Settings, *, events_topic: Any, crawl_top
       requests a growth-action run every ``actions_interval_seconds`` (the run's id is its
       hour, so a repeated timer never runs twice).
 
-    ``events_topic``/``crawl_topic``/``dlq_topic`` are the app's raw-bytes topics. Returns the
-    runtime (also set as ``app.crawl``).
+    ``events_topic``/``crawl_topic`` are the app's raw-bytes topics the agents consume; what the
+    crawl produces (events, requests, and requests that do not decode to ``growth.dlq``) goes
+    through ``sender`` (the app's :class:`~streams.kafka.clients.Sender`,
+    started before the agents). Returns the runtime (also set as ``app.crawl``).
     """
     config = config or CrawlConfig()
     log = get_logger("crawl")
-    runtime = CrawlRuntime(settings, config, events_topic=events_topic, crawl_topic=crawl_topic,
-                           dlq_topic=dlq_topic, schema=schema, credentials=credentials, logger=log)
+    topics = CrawlTopics.of(settings)
+    runtime = CrawlRuntime(settings, config, sender=sender, topics=topics, schema=schema, credentials=credentials,
+                           logger=log)
     app.crawl = runtime
-    batches: dict[str, Any] = {}
+    batches: dict[str, AckBatcher[Any]] = {}
 
     @app.agent(crawl_topic, name="crawl", concurrency=1)
     async def crawl(stream: Any) -> None:
         await runtime.open()
         # a batch is executed as a whole (profile requests share calls of 25), then acknowledged
-        batch = batches["crawl"] = AckBatcher(stream, runtime.crawler.handle_batch, max_events=batch_size,
-                                              max_seconds=0.5)
+        batch = batches["crawl"] = AckBatcher[CrawlMessage](stream, runtime.crawler.handle_batch,
+                                                            max_events=batch_size, max_seconds=0.5)
         try:
             async for event in stream.events():
                 if batch.add(event, CrawlMessage.of(event.message)):
@@ -1100,11 +242,12 @@ def register_crawl(app: Any, settings: Settings, *, events_topic: Any, crawl_top
     if plan_enrichment and config.enrichment.enabled:
         @app.agent(events_topic, name="crawl-planner", concurrency=1)
         async def plan(stream: Any) -> None:
-            batch = batches["planner"] = AckBatcher(stream, all_acknowledged, max_events=500, max_seconds=0.5)
+            # events acknowledged once the requests they called for are
+            batch = batches["planner"] = AckBatcher[EventMessage](stream, runtime.planner.handle_batch,
+                                                                  max_events=500, max_seconds=0.5)
             async for event in stream.events():
-                ack = await runtime.planner.handle(event.message.value, list(event.message.headers or ()))
-                if batch.add(event, [ack] if ack is not None else []):
-                    await batch.flush()  # events acknowledged once their requests are
+                if batch.add(event, (event.message.value, list(event.message.headers or ()))):
+                    await batch.flush()
 
         @app.timer(0.5, name="crawl-planner-flush")
         async def flush_planner() -> None:
@@ -1119,6 +262,6 @@ def register_crawl(app: Any, settings: Settings, *, events_topic: Any, crawl_top
             run = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H")
             request = growth_actions_request((FOLLOW_BACK, LIKE_MENTIONS), run=run,
                                              requested_at_us=int(now * 1_000_000), origin="timer")
-            await (await send_request(crawl_topic, request))
+            await send_requests(sender, topics.crawl, [request])
 
     return runtime

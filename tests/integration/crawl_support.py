@@ -1,6 +1,6 @@
 """Fixtures shared by the AT Protocol tests (``test_atproto_*.py``): the AppView stand-in over the
 fixture graph, settings with a unique topic prefix, the crawl's Postgres store in a scratch
-schema, Kafka senders, and an independent breadth-first search over the fixture graph."""
+schema, a started Kafka sender, and an independent breadth-first search over the fixture graph."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
 from domain.crawl import CrawlConfig
@@ -19,8 +18,9 @@ from streams.local.appview import AppViewStandIn, Graph
 from streams.adapters.atproto import AppViewClient, RetryPolicy
 from streams.config import Settings, load_settings
 from streams.topology import Topic
-from streams.stages.crawl import Crawler, CrawlStore, KafkaTopic
-from streams.kafka.clients import ensure_topics, new_producer
+from projections.crawl_store import CrawlStore
+from streams.kafka.clients import Sender, delivered, ensure_topics
+from streams.stages.crawler import Crawler, CrawlTopics
 from tests.integration.ingest_support import read_all
 
 GRAPH_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "appview" / "graph.json"
@@ -71,16 +71,20 @@ async def store_factory(database_url: str, unique: str) -> AsyncIterator[Callabl
 
 
 @pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    value = new_producer(settings)
+async def sender(settings: Settings) -> AsyncIterator[Sender]:
+    value = Sender(settings)
     await value.start()
+    await value.open(*CrawlTopics.of(settings).names)
     yield value
     await value.stop()
 
 
-def topics(settings: Settings, producer: AIOKafkaProducer) -> dict[str, KafkaTopic]:
-    return {name: KafkaTopic(producer, settings.topic(topic)) for name, topic in
-            (("events", Topic.GROWTH_EVENTS), ("crawl", Topic.GROWTH_CRAWL), ("dlq", Topic.GROWTH_DLQ))}
+async def send(sender: Sender, topic: str, value: bytes, *, key: bytes | None = None,
+               headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+    """Send one raw message and wait for Kafka's acknowledgement."""
+    outbox = sender.outbox()
+    outbox.add(topic, key, value, headers or [], partition=partition)
+    await delivered(sender.submit(outbox))
 
 
 def appview_client(settings: Settings, **kwargs: Any) -> AppViewClient:
@@ -88,13 +92,12 @@ def appview_client(settings: Settings, **kwargs: Any) -> AppViewClient:
     return AppViewClient.from_settings(settings, **kwargs)
 
 
-async def new_crawler(settings: Settings, producer: AIOKafkaProducer, store: CrawlStore, appview: AppViewClient,
+async def new_crawler(settings: Settings, sender: Sender, store: CrawlStore, appview: AppViewClient,
                       config: CrawlConfig | None = None, **kwargs: Any) -> Crawler:
     await store.open()
     await appview.start()
-    sinks = topics(settings, producer)
-    return Crawler(appview=appview, store=store, events_topic=sinks["events"], crawl_topic=sinks["crawl"],
-                   dlq_topic=sinks["dlq"], config=config, retry_delay=0.05, max_retry_delay=0.5, **kwargs)
+    return Crawler(appview=appview, store=store, sender=sender, topics=CrawlTopics.of(settings), config=config,
+                   retry_delay=0.05, max_retry_delay=0.5, **kwargs)
 
 
 async def growth_events(settings: Settings) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ def _topic(name: Topic):  # type: ignore[no-untyped-def]
                      value_serializer="raw", partitions=settings.bge_topic_partitions)
 
 
-register_crawl(app, settings, events_topic=_topic(Topic.GROWTH_EVENTS), crawl_topic=_topic(Topic.GROWTH_CRAWL),
-               dlq_topic=_topic(Topic.GROWTH_DLQ), schema=os.environ["BGE_TEST_CRAWL_SCHEMA"],
+register_crawl(app, settings, sender=app.sender, events_topic=_topic(Topic.GROWTH_EVENTS),
+               crawl_topic=_topic(Topic.GROWTH_CRAWL), schema=os.environ["BGE_TEST_CRAWL_SCHEMA"],
                config=CrawlConfig(snowball=SnowballConfig(max_followers=10, min_followers=1, page_size=3,
                                                           pages_per_user=20)))

@@ -13,7 +13,8 @@ from domain.crawl import CrawlConfig, GrowthActionsConfig, growth_actions_reques
 from streams.local.appview import AppViewStandIn
 from streams.adapters.atproto import AtprotoSession, RetryPolicy, XrpcClient
 from streams.adapters.breaker import CircuitBreaker
-from streams.stages.crawl import GrowthActions, request_crawl, run_crawl
+from streams.stages.actions import GrowthActions
+from streams.stages.crawl import request_crawl, run_crawl
 from streams.adapters.ratelimit import TokenBucket
 from tests.integration.crawl_support import (
     PASSWORD,
@@ -23,7 +24,7 @@ from tests.integration.crawl_support import (
     growth_events,
     new_crawler,
     of_schema,
-    producer,  # noqa: F401 - fixture
+    sender,  # noqa: F401 - fixture
     settings,  # noqa: F401 - fixture
     standin,  # noqa: F401 - fixture
     store_factory,  # noqa: F401 - fixture
@@ -147,13 +148,13 @@ async def test_a_refused_action_is_retried_but_an_unanswered_one_never(standin, 
 
 
 async def test_a_growth_action_run_requested_on_the_crawl_topic_emits_growth_action_taken(
-        settings, standin, producer, store_factory, unique) -> None:
+        settings, standin, sender, store_factory, unique) -> None:
     runner = await actions(standin, store_factory, like_mentions=False, max_follows_per_day=3)
     config = CrawlConfig(actions=runner.config)
     request = growth_actions_request(["follow_back", "like_mentions"], run="2026-07-03T03",
                                      requested_at_us=int(NOW * 1e6))
     await request_crawl(settings, [request, request])
-    crawler = await new_crawler(settings, producer, runner.store, runner.appview, config, actions=runner,
+    crawler = await new_crawler(settings, sender, runner.store, runner.appview, config, actions=runner,
                                 clock=lambda: NOW)
     await run_crawl(settings, crawler, group_id=f"g{unique}", idle_seconds=1.0)
     await close(runner)

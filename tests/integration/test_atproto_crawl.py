@@ -29,7 +29,9 @@ from domain.crawl import (
 from domain.events import UserSeen, encode
 from domain.identity import sequence_source
 from streams.topology import Topic
-from streams.stages.crawl import EnrichmentPlanner, request_crawl, run_crawl, send_request
+from streams.stages.crawl import request_crawl, run_crawl
+from streams.stages.crawler import CrawlTopics, send_requests
+from streams.stages.enrichment import EnrichmentPlanner
 from tests.integration.crawl_support import (
     appview_client,
     expected_snowball,
@@ -37,11 +39,11 @@ from tests.integration.crawl_support import (
     growth_events,
     new_crawler,
     of_schema,
-    producer,  # noqa: F401 - fixture
+    sender,  # noqa: F401 - fixture
     settings,  # noqa: F401 - fixture
     standin,  # noqa: F401 - fixture
     store_factory,  # noqa: F401 - fixture
-    topics,
+    send,
 )
 from tests.integration.ingest_support import read_all
 
@@ -56,23 +58,21 @@ def user_seen(did: str, time_us: int, seq: int = 1) -> UserSeen:
 
 
 async def test_enrichment_fetches_profiles_25_a_call_once_per_account_even_across_restarts(
-        settings, standin, producer, store_factory, unique) -> None:
+        settings, standin, sender, store_factory, unique) -> None:
     graph = fixture_graph()
     dids = [u["did"] for u in graph.users]
     config = CrawlConfig()
-    planner = EnrichmentPlanner(crawl_topic=topics(settings, producer)["crawl"], config=config.enrichment)
-    acks = []
-    for seq, did in enumerate(dids + dids[:10]):  # ten accounts seen twice
-        ack = await planner.handle(encode(user_seen(did, int(NOW * 1e6), seq)), [("schema", b"UserSeen")])
-        if ack is not None:
-            acks.append(ack)
-    await asyncio.gather(*acks)
+    crawl_topic = CrawlTopics.of(settings).crawl
+    planner = EnrichmentPlanner(sender=sender, crawl_topic=crawl_topic, config=config.enrichment)
+    seen = [(encode(user_seen(did, int(NOW * 1e6), seq)), [("schema", b"UserSeen")])
+            for seq, did in enumerate(dids + dids[:10])]  # ten accounts seen twice
+    assert await planner.handle_batch(seen[:30]) + await planner.handle_batch(seen[30:]) == 50
     assert planner.requested == 50
     # the same sightings replayed into a planner that forgot everything (a restart): the same request ids
     replayed = [enrichment_decision(user_seen(did, int(NOW * 1e6)), None, config.enrichment).unwrap() for did in dids[:10]]
-    await asyncio.gather(*[await send_request(topics(settings, producer)["crawl"], r) for r in replayed])
+    await send_requests(sender, crawl_topic, replayed)
 
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW)
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW)
     handled = await run_crawl(settings, crawler, group_id=f"g{unique}", idle_seconds=1.0)
     await crawler.appview.close()
     assert handled == 60
@@ -87,7 +87,7 @@ async def test_enrichment_fetches_profiles_25_a_call_once_per_account_even_acros
 
     # a restart: new crawler, new store, same schema; the same accounts asked again are fresh
     await request_crawl(settings, replayed)
-    again = await new_crawler(settings, producer, store_factory(), appview_client(settings), config,
+    again = await new_crawler(settings, sender, store_factory(), appview_client(settings), config,
                               clock=lambda: NOW + 3600)
     assert await run_crawl(settings, again, group_id=f"g{unique}", idle_seconds=1.0) == 10
     await again.appview.close()
@@ -95,11 +95,11 @@ async def test_enrichment_fetches_profiles_25_a_call_once_per_account_even_acros
     assert again.stats.skipped == 10
 
 
-async def _run_snowball(settings, producer, store_factory, unique, *, stop_after: int | None = None,
+async def _run_snowball(settings, sender, store_factory, unique, *, stop_after: int | None = None,
                         crawler_kwargs: dict[str, Any] | None = None) -> None:
     config = CrawlConfig(snowball=SnowballConfig(**BOUNDS))
     await request_crawl(settings, [snowball_request([SEED], config.snowball, label="t", requested_at_us=int(NOW * 1e6))])
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW,
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW,
                                 **(crawler_kwargs or {}))
     try:
         await run_crawl(settings, crawler, group_id=f"g{unique}", max_messages=stop_after,
@@ -129,8 +129,8 @@ def _check_snowball(events: list[dict[str, Any]], *, exact_once: bool) -> None:
 
 
 async def test_a_snowball_crawl_to_degree_2_yields_exactly_the_expected_users_once_each(
-        settings, standin, producer, store_factory, unique) -> None:
-    await _run_snowball(settings, producer, store_factory, unique)
+        settings, standin, sender, store_factory, unique) -> None:
+    await _run_snowball(settings, sender, store_factory, unique)
     events = await growth_events(settings)
     _check_snowball(events, exact_once=True)
     # follower and follow lists were paged (page size 3) and bounded per user
@@ -140,19 +140,19 @@ async def test_a_snowball_crawl_to_degree_2_yields_exactly_the_expected_users_on
 
 
 async def test_a_snowball_crawl_stopped_and_restarted_midway_yields_the_same_users_once_each(
-        settings, standin, producer, store_factory, unique) -> None:
-    await _run_snowball(settings, producer, store_factory, unique, stop_after=3)
+        settings, standin, sender, store_factory, unique) -> None:
+    await _run_snowball(settings, sender, store_factory, unique, stop_after=3)
     first = of_schema(await growth_events(settings), "CandidateFound", SNOWBALL)
     assert first  # it was midway: some found, not all
-    await _run_snowball(settings, producer, store_factory, unique)  # same request again: idempotent
+    await _run_snowball(settings, sender, store_factory, unique)  # same request again: idempotent
     _check_snowball(await growth_events(settings), exact_once=True)
 
 
 async def test_a_snowball_crawl_killed_midway_repeats_nothing_but_identical_events(
-        settings, standin, producer, store_factory, unique) -> None:
+        settings, standin, sender, store_factory, unique) -> None:
     config = CrawlConfig(snowball=SnowballConfig(**BOUNDS))
     await request_crawl(settings, [snowball_request([SEED], config.snowball, label="t", requested_at_us=int(NOW * 1e6))])
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW)
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW)
     task = asyncio.create_task(run_crawl(settings, crawler, group_id=f"g{unique}", batch_size=1))
     while len(standin.requests) < 12:
         await asyncio.sleep(0.005)
@@ -160,16 +160,16 @@ async def test_a_snowball_crawl_killed_midway_repeats_nothing_but_identical_even
     with pytest.raises(asyncio.CancelledError):
         await task
     await crawler.appview.close()
-    await _run_snowball(settings, producer, store_factory, unique)
+    await _run_snowball(settings, sender, store_factory, unique)
     _check_snowball(await growth_events(settings), exact_once=False)
 
 
-async def test_the_snowball_results_project_into_postgres(settings, standin, producer, store_factory, unique,
+async def test_the_snowball_results_project_into_postgres(settings, standin, sender, store_factory, unique,
                                                           database_url) -> None:
     writer = pytest.importorskip("projections.writer")
     from projections import Message, connect, migrate
 
-    await _run_snowball(settings, producer, store_factory, unique)
+    await _run_snowball(settings, sender, store_factory, unique)
     kept, _ = expected_snowball(fixture_graph(), [SEED], **BOUNDS)
     schema = f"proj_{unique}_crawl"
     await migrate(database_url, schema)
@@ -192,13 +192,13 @@ async def test_the_snowball_results_project_into_postgres(settings, standin, pro
 
 
 async def test_popular_search_makes_authors_of_posts_with_enough_likes_candidates(
-        settings, standin, producer, store_factory, unique) -> None:
+        settings, standin, sender, store_factory, unique) -> None:
     graph = fixture_graph()
     config = CrawlConfig(search=SearchConfig(queries=("#art", "#tech", "#nothing"), min_likes=10, max_pages=3,
                                              page_size=2))
     requests = search_requests(config.search, label="t", requested_at_us=int(NOW * 1e6))
     await request_crawl(settings, [*requests, requests[0]])  # the first one twice: executed once
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW)
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW)
     await run_crawl(settings, crawler, group_id=f"g{unique}", idle_seconds=1.0)
     await crawler.appview.close()
 
@@ -218,7 +218,7 @@ async def test_popular_search_makes_authors_of_posts_with_enough_likes_candidate
 
 
 async def test_post_interactions_make_likers_reposters_and_repliers_candidates(
-        settings, standin, producer, store_factory, unique) -> None:
+        settings, standin, sender, store_factory, unique) -> None:
     graph = fixture_graph()
     author = max(graph.users, key=lambda u: sum(len(graph.likes_of.get(p["uri"], []))
                                                 for p in graph.posts_of[u["did"]] if not p.get("reply")))
@@ -236,7 +236,7 @@ async def test_post_interactions_make_likers_reposters_and_repliers_candidates(
     config = CrawlConfig()
     await request_crawl(settings, [interactions_request(author["handle"], config.interactions, label="t",
                                                         requested_at_us=int(NOW * 1e6))])
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW)
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW)
     await run_crawl(settings, crawler, group_id=f"g{unique}", idle_seconds=1.0)
     await crawler.appview.close()
     candidates = of_schema(await growth_events(settings), "CandidateFound", POST_INTERACTIONS)
@@ -246,12 +246,11 @@ async def test_post_interactions_make_likers_reposters_and_repliers_candidates(
 
 
 async def test_a_request_that_does_not_decode_is_dead_lettered_and_the_crawl_goes_on(
-        settings, standin, producer, store_factory, unique) -> None:
-    crawl = topics(settings, producer)["crawl"]
-    await (await crawl.send(key=b"crawl", value=b'{"schema": "Nope", "version": 1}', partition=0))
+        settings, standin, sender, store_factory, unique) -> None:
+    await send(sender, CrawlTopics.of(settings).crawl, b'{"schema": "Nope", "version": 1}', key=b"crawl", partition=0)
     config = CrawlConfig(search=SearchConfig(queries=("#art",)))
     await request_crawl(settings, search_requests(config.search, label="t", requested_at_us=int(NOW * 1e6)))
-    crawler = await new_crawler(settings, producer, store_factory(), appview_client(settings), config, clock=lambda: NOW)
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings), config, clock=lambda: NOW)
     await run_crawl(settings, crawler, group_id=f"g{unique}", idle_seconds=1.0)
     await crawler.appview.close()
     (dead,) = await read_all(settings, Topic.GROWTH_DLQ)

@@ -18,18 +18,18 @@ from domain.crawl import SNOWBALL, SnowballConfig, snowball_request
 from domain.events import encode, partition_key
 from projections import connect, migrate
 from streams.topology import Topic
-from streams.stages.crawl import send_request
+from streams.stages.crawler import CrawlTopics, send_requests
 from tests.conftest import ROOT
 from tests.integration.crawl_support import (
     expected_snowball,
     fixture_graph,
     growth_events,
     of_schema,
-    producer,  # noqa: F401 - fixture
+    sender,  # noqa: F401 - fixture
     settings,  # noqa: F401 - fixture
     standin,  # noqa: F401 - fixture
     store_factory,  # noqa: F401 - fixture (drops the crawl schema afterwards)
-    topics,
+    send,
 )
 from tests.integration.ingest_support import env_for, read_all, wait_until
 from tests.integration.test_atproto_crawl import NOW, user_seen
@@ -37,11 +37,11 @@ from tests.integration.test_worker import free_port
 
 
 async def test_a_faust_worker_enriches_seen_users_and_runs_a_snowball_crawl(
-        settings, standin, producer, store_factory, unique, tmp_path, database_url) -> None:
+        settings, standin, sender, store_factory, unique, tmp_path, database_url) -> None:
     projection = f"proj_{unique}_w"
     await migrate(database_url, projection)
     try:
-        await _run_worker(settings, standin, producer, unique, tmp_path, database_url, projection)
+        await _run_worker(settings, standin, sender, unique, tmp_path, database_url, projection)
     finally:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
             await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
@@ -55,19 +55,16 @@ async def _projected(database_url: str, schema: str, query: str) -> int:
         await conn.close()
 
 
-async def _run_worker(settings, standin, producer, unique, tmp_path, database_url, projection) -> None:
+async def _run_worker(settings, standin, sender, unique, tmp_path, database_url, projection) -> None:
     graph = fixture_graph()
     dids = [u["did"] for u in graph.users]
-    sinks = topics(settings, producer)
-    acks = []
+    sinks = CrawlTopics.of(settings)
     for seq, did in enumerate(dids):
         event = user_seen(did, int(NOW * 1e6), seq)
-        acks.append(await sinks["events"].send(key=partition_key(event), value=encode(event),
-                                               headers=[("schema", b"UserSeen")]))
+        await send(sender, sinks.events, encode(event), key=partition_key(event), headers=[("schema", b"UserSeen")])
     bounds = SnowballConfig(max_followers=10, min_followers=1, page_size=3, pages_per_user=20)
-    acks.append(await send_request(sinks["crawl"], snowball_request(["judy.test"], bounds, label="w",
-                                                                    requested_at_us=int(NOW * 1e6))))
-    await asyncio.gather(*acks)
+    await send_requests(sender, sinks.crawl, [snowball_request(["judy.test"], bounds, label="w",
+                                                               requested_at_us=int(NOW * 1e6))])
 
     env = env_for(settings.model_copy(update={"api_port": free_port(), "bge_state_dir": tmp_path,
                                               "db_schema": projection}))

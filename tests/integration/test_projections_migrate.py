@@ -9,6 +9,8 @@ import pytest
 
 from projections import (
     MigrationChecksumError,
+    MigrationError,
+    MigrationSet,
     SchemaTooNewError,
     SchemaTooOldError,
     check_schema_version,
@@ -25,6 +27,9 @@ EXPECTED_TABLES = {
     "list_items", "lists", "media", "mentions", "posts", "projection_offsets", "quotes", "replies",
     "reposts", "schema_migrations", "starter_packs", "threadgates", "threads", "users",
 }
+
+
+CRAWL_TABLES = {"crawl_profiles", "crawl_requests", "crawl_discovered", "growth_actions", "schema_migrations"}
 
 
 async def _tables(database_url: str, schema: str) -> set[str]:
@@ -103,3 +108,49 @@ async def test_a_worker_refuses_an_unmigrated_schema(database_url: str, make_sch
 async def test_schema_names_are_checked(database_url: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         await migrate(database_url, 'x"; DROP TABLE users; --')
+
+
+def test_each_migration_belongs_to_one_kind_of_schema() -> None:
+    projections, crawl = load_migrations(MigrationSet.PROJECTIONS), load_migrations(MigrationSet.CRAWL)
+    assert [m.name for m in crawl] == ["crawl"]
+    assert not {m.version for m in projections} & {m.version for m in crawl}
+    assert latest_version(MigrationSet.CRAWL) == crawl[-1].version
+
+
+async def test_a_crawl_schema_gets_the_crawl_tables_only(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema("crawl", migrated=False)
+    crawl_versions = [m.version for m in load_migrations(MigrationSet.CRAWL)]
+    assert await migrate(database_url, schema, MigrationSet.CRAWL) == crawl_versions
+    assert await migrate(database_url, schema, MigrationSet.CRAWL) == []
+    assert await _tables(database_url, schema) == CRAWL_TABLES
+    conn = await connect(database_url, schema)
+    try:
+        assert await check_schema_version(conn, MigrationSet.CRAWL) == latest_version(MigrationSet.CRAWL)
+        with pytest.raises(MigrationError, match="not a projections schema"):
+            await check_schema_version(conn)
+    finally:
+        await conn.close()
+    with pytest.raises(MigrationError, match="not a projections schema"):
+        await migrate(database_url, schema)
+
+
+async def test_a_projection_schema_refuses_the_crawl_migrations(database_url: str, make_schema) -> None:  # noqa: F811
+    schema = await make_schema()
+    with pytest.raises(MigrationError, match="not a crawl schema"):
+        await migrate(database_url, schema, MigrationSet.CRAWL)
+
+
+async def test_the_crawl_migration_adopts_tables_created_before_it(database_url: str, make_schema) -> None:  # noqa: F811
+    """Workers before migration 0002 created the crawl tables themselves, without a ledger."""
+    schema = await make_schema("crawl_old", migrated=False)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(f"CREATE TABLE {schema}.crawl_requests (id text PRIMARY KEY, kind text NOT NULL, "
+                           "status text NOT NULL, detail text, finished_at timestamptz NOT NULL)")
+        await conn.execute(f"INSERT INTO {schema}.crawl_requests VALUES ('r1', 'StartSnowball', 'done', NULL, now())")
+    assert await migrate(database_url, schema, MigrationSet.CRAWL) == [m.version for m in load_migrations(MigrationSet.CRAWL)]
+    conn = await connect(database_url, schema)
+    try:
+        assert await scalar(conn, "SELECT count(*) FROM crawl_requests") == 1
+    finally:
+        await conn.close()
