@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 MAX_LIMIT = 500
+MAX_OFFSET = 100_000
 MAX_HOURS = 24 * 30
 
 Conn = psycopg.AsyncConnection[Any]
@@ -124,6 +125,47 @@ async def fastest_growing_accounts(
         order="relative_gain DESC, net_gain DESC, g.did",
     )
     return await _all(conn, query, params)
+
+
+USER_ORDERS: dict[str, str] = {
+    "followers": "follower_count DESC, did",
+    "engagement": "likes_received + reposts_received + replies_received + quotes_received DESC, did",
+    "posts": "post_count DESC, did",
+    "last_seen": "last_seen_at DESC NULLS LAST, did",
+    "first_seen": "first_seen_at DESC NULLS LAST, did",
+    "did": "did",
+}
+"""The orders of :func:`list_users`, each total (the DID breaks ties), so pages never overlap."""
+
+
+async def list_users(conn: Conn, *, order: str = "followers", query: str | None = None,
+                     strategy: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """A page of accounts seen: ``order`` one of :data:`USER_ORDERS`; ``query`` keeps accounts
+    whose handle or DID starts with it (case-insensitive); ``strategy`` keeps those the
+    strategy selected. One row more than ``limit`` is read, so the caller knows if more follow."""
+    if order not in USER_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(USER_ORDERS)}")
+    sql = f"""
+SELECT did, handle, display_name, active, follower_count, follow_count, post_count,
+       likes_received + reposts_received + replies_received + quotes_received AS engagement,
+       first_seen_at, last_seen_at, strategies
+FROM users
+WHERE (first_seen_at IS NOT NULL OR handle IS NOT NULL OR follower_count > 0)
+  AND (%(prefix)s::text IS NULL OR lower(handle) LIKE %(prefix)s OR did LIKE %(did_prefix)s)
+  AND (%(strategy)s::text IS NULL OR %(strategy)s = ANY(strategies))
+ORDER BY {USER_ORDERS[order]}
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+    prefix = None if not query else _like_prefix(query.lower().removeprefix("@"))
+    params = {"prefix": prefix, "did_prefix": None if not query else _like_prefix(query),
+              "strategy": strategy, "limit": _bounded("limit", limit, 1, MAX_LIMIT) + 1,
+              "offset": _bounded("offset", offset, 0, MAX_OFFSET)}
+    return await _all(conn, sql, params)
+
+
+def _like_prefix(text: str) -> str:
+    """``text%`` for ``LIKE``, with ``%``, ``_`` and ``\\`` in ``text`` taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 async def engagement_leaders(conn: Conn, *, limit: int = 20) -> list[dict[str, Any]]:

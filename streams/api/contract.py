@@ -3,7 +3,7 @@ document built from the very same declarations.
 
 Every answer is the original engine's envelope::
 
-    {"success": true,  "data": <the route's shape>, "error": null, "meta": {"timestamp": ..., "requestId": ...}}
+    {"success": true,  "data": <the route's shape>, "error": null, "meta": {"timestamp": ..., "requestId": ..., "pagination": ...}}
     {"success": false, "data": null, "error": {"code", "message", "details"}, "meta": {...}}
 
 (``/health`` when unhealthy keeps its report in ``data``). A :class:`Param` both parses a request
@@ -206,6 +206,20 @@ class GrowingAccount(TrendingAccount):
 
     base: int
     relative_gain: float
+
+
+class UserSummary(Shape):
+    did: str
+    handle: str | None
+    display_name: str | None
+    active: bool | None
+    follower_count: int
+    follow_count: int
+    post_count: int
+    engagement: int
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    strategies: list[str]
 
 
 class EngagementLeader(Shape):
@@ -474,9 +488,20 @@ class ErrorBody(Shape):
     details: dict[str, Any] | None
 
 
+class Pagination(Shape):
+    """Where a page of a list sits: ``nextOffset`` is the ``offset`` of the next page (null on the last)."""
+
+    limit: int
+    offset: int
+    returned: int
+    hasMore: bool  # noqa: N815 - the envelope's camelCase
+    nextOffset: int | None  # noqa: N815
+
+
 class Meta(Shape):
     timestamp: datetime
     requestId: str = Field(pattern=REQUEST_ID_PATTERN)  # noqa: N815 - the original envelope's name
+    pagination: Pagination | None = None
 
 
 # --- operations and the document -----------------------------------------------------------
@@ -564,7 +589,7 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def component_schemas(operations: Sequence[Operation]) -> dict[str, Any]:
-    shapes: list[type[BaseModel]] = [ErrorBody, Meta]
+    shapes: list[type[BaseModel]] = [ErrorBody, Meta, Pagination]
     for operation in operations:
         for shape in operation.data if isinstance(operation.data, tuple) else (operation.data,):
             if shape not in shapes:

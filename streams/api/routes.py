@@ -10,6 +10,7 @@ Routes (all GET; the contract and its OpenAPI document are in :mod:`streams.api.
 | ``/api/growth-velocity`` | accounts by relative follower gain (``hours``, ``min_base``, ``limit``, ``at``) |
 | ``/api/engagement-leaders`` | accounts by engagement received (``limit``) |
 | ``/api/network-stats`` | network sizes and events per minute (``minutes``, ``at``) |
+| ``/api/users`` | a page of accounts (``order``, ``q``, ``strategy``, ``limit``, ``offset``); ``meta.pagination`` says where it sits |
 | ``/api/users/{actor}`` | one account by DID or handle (``recent``, ``at``); 404 when never seen |
 | ``/api/posts/top`` | posts by engagement (``hours``, ``limit``, ``at``) |
 | ``/api/hashtags/trending`` | hashtags by use, per hour (``hours``, ``limit``, ``at``) |
@@ -107,17 +108,29 @@ STRATEGY = Param("strategy", "string", "A strategy; without it, the strategies t
 MIN_SCORE = Param("min_score", "number", "Only candidates with at least this score.")
 
 
+USER_ORDER = Param("order", "string", "How accounts are ordered (each best first; `did` alphabetically).",
+                   default="followers", choices=tuple(queries.USER_ORDERS))
+USER_QUERY = Param("q", "string", "Only accounts whose handle (`@` allowed) or DID starts with this.",
+                   max_length=MAX_DID_LENGTH, pattern="^@?[A-Za-z0-9._:%-]+$",
+                   expectation="must be the start of a handle or a DID (letters, digits, . _ : % -)")
+USER_STRATEGY = Param("strategy", "string", "Only accounts this strategy selected.", choices=KNOWN_STRATEGIES)
+OFFSET = Param("offset", "integer", "How many accounts to skip (the previous page's `meta.pagination.nextOffset`).",
+               default=0, minimum=0, maximum=queries.MAX_OFFSET)
+
+
 def limit(default: int) -> Param:
     return Param("limit", "integer", "How many to return.", default=default, minimum=1, maximum=100)
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A handler's answer other than a plain success (``/health`` when unhealthy)."""
+    """A handler's answer other than a plain success (``/health`` when unhealthy, a page of a
+    list with its ``pagination`` for the envelope's ``meta``)."""
 
     status: int
     data: Any
     error: dict[str, Any] | None
+    pagination: dict[str, Any] | None = None
 
 
 class HealthCache:
@@ -192,6 +205,11 @@ class Api:
             Operation("/api/network-stats", "networkStats", "Network statistics",
                       "Sizes of the network seen so far and collected actions per minute.", "growth",
                       (MINUTES, AT), c.NetworkStats, False, db, self.get_network_stats),
+            Operation("/api/users", "users", "Accounts",
+                      "A page of the accounts seen, ordered by `order`, optionally only those whose handle or DID "
+                      "starts with `q` or that `strategy` selected; `meta.pagination` has the next page's `offset`.",
+                      "accounts", (USER_ORDER, USER_QUERY, USER_STRATEGY, limit(50), OFFSET), c.UserSummary, True, db,
+                      self.get_users),
             Operation("/api/users/{actor}", "user", "One account",
                       "Profile, status, counts, candidate decisions with their reasons, recent activity, growth "
                       "actions, recent posts and activity pattern of an account, by DID or handle.", "accounts",
@@ -242,7 +260,8 @@ class Api:
             params["at"] = datetime.now(UTC)
         answer = await operation.handler(**params)
         if isinstance(answer, Answer):
-            return self._json(answer.status, answer.error is None, answer.data, answer.error, request)
+            return self._json(answer.status, answer.error is None, answer.data, answer.error, request,
+                              pagination=answer.pagination)
         return self._json(200, True, answer, None, request)
 
     # -- the middleware ----------------------------------------------------------------------
@@ -330,11 +349,11 @@ class Api:
         return response
 
     def _json(self, status: int, success: bool, data: Any, error: dict[str, Any] | None,
-              request: web.Request) -> web.Response:
+              request: web.Request, *, pagination: dict[str, Any] | None = None) -> web.Response:
         now = datetime.now(UTC)
-        body = {"success": success, "data": data, "error": error,
-                "meta": {"timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                         "requestId": request.get(_REQUEST_ID_KEY, "")}}
+        meta = {"timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "requestId": request.get(_REQUEST_ID_KEY, ""), "pagination": pagination}
+        body = {"success": success, "data": data, "error": error, "meta": meta}
         return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
     # -- handlers ----------------------------------------------------------------------------
@@ -371,6 +390,14 @@ class Api:
         async with self._connection() as conn:
             stats = await queries.network_stats(conn, now=at, minutes=minutes)
         return c.NetworkStats.model_validate(stats).model_dump(mode="json")
+
+    async def get_users(self, order: str, q: str | None, strategy: str | None, limit: int, offset: int) -> Any:
+        async with self._connection() as conn:
+            rows = await queries.list_users(conn, order=order, query=q, strategy=strategy, limit=limit, offset=offset)
+        page, more = rows[:limit], len(rows) > limit
+        pagination = {"limit": limit, "offset": offset, "returned": len(page), "hasMore": more,
+                      "nextOffset": offset + len(page) if more else None}
+        return Answer(200, _dump(c.UserSummary, page), None, pagination)
 
     async def get_user(self, actor: str, recent: int, at: datetime) -> Any:
         async with self._connection() as conn:

@@ -146,6 +146,36 @@ async def test_a_user_is_found_by_did_or_handle_with_counts_reasons_and_activity
         assert assert_success(await api(http, worker, f"/api/users/{handle}", at=AT)) == data
 
 
+async def test_the_users_list_pages_orders_and_filters_accounts_with_paging_metadata(
+        worker: Worker, http: aiohttp.ClientSession) -> None:
+    first = await api(http, worker, "/api/users", limit=2)
+    page = assert_success(first)
+    assert len(page) == 2 and first.body["meta"]["pagination"] == {
+        "limit": 2, "offset": 0, "returned": 2, "hasMore": True, "nextOffset": 2}
+    assert [u["follower_count"] for u in page] == sorted((u["follower_count"] for u in page), reverse=True)
+    assert page[0]["did"] == STAR  # 5 observed followers: the most here
+    # walking the pages by nextOffset visits every account once, in the order, ending without a next page
+    seen, offset = [], 0
+    while offset is not None:
+        reply = await api(http, worker, "/api/users", order="did", limit=50, offset=offset)
+        seen += [u["did"] for u in assert_success(reply)]
+        offset = reply.body["meta"]["pagination"]["nextOffset"]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) and STAR in seen and RISER in seen
+    assert reply.body["meta"]["pagination"]["hasMore"] is False
+    # filters: a handle prefix (with or without @, any case), a DID prefix, a strategy
+    for q in ("star.", "@STAR.EX", STAR[:20]):
+        assert [u["did"] for u in assert_success(await api(http, worker, "/api/users", q=q))] == [STAR], q
+    selected = assert_success(await api(http, worker, "/api/users", strategy="interests"))
+    assert STAR in {u["did"] for u in selected} and all("interests" in u["strategies"] for u in selected)
+    assert assert_success(await api(http, worker, "/api/users", q="no-such-handle%")) == []
+    engaged = assert_success(await api(http, worker, "/api/users", order="engagement", limit=3))
+    assert [u["engagement"] for u in engaged] == sorted((u["engagement"] for u in engaged), reverse=True)
+    refused = assert_error(await api(http, worker, "/api/users", order="random"), 400, "INVALID_PARAMETER")
+    assert refused["details"]["parameter"] == "order" and "followers" in refused["details"]["allowed"]
+    # the envelope of routes that are not pages has pagination null
+    assert (await api(http, worker, "/api/engagement-leaders")).body["meta"]["pagination"] is None
+
+
 async def test_an_unknown_user_is_a_404_and_a_malformed_one_a_400(worker: Worker, http: aiohttp.ClientSession) -> None:
     error = assert_error(await api(http, worker, "/api/users/did:plc:neverseen22222222222222"), 404, "USER_NOT_FOUND")
     assert error["details"] == {"actor": "did:plc:neverseen22222222222222"}
@@ -199,6 +229,7 @@ async def test_candidates_of_a_strategy_and_the_list_of_strategies(worker: Worke
     ("/api/growth-velocity", {"min_base": "0"}, "min_base"),
     ("/api/candidates", {"strategy": "interests", "min_score": "nan"}, "min_score"),
     ("/api/users/did:plc:x", {"recent": "101"}, "recent"),
+    ("/api/users", {"offset": "-1"}, "offset"),
 ])
 async def test_an_invalid_parameter_is_a_400_naming_it(worker: Worker, http: aiohttp.ClientSession, path: str,
                                                        params: dict[str, str], parameter: str) -> None:
@@ -287,8 +318,8 @@ async def test_the_openapi_document_describes_every_route(worker: Worker, http: 
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {
         "/health", "/openapi.json", "/api/trending", "/api/growth-velocity", "/api/engagement-leaders",
-        "/api/network-stats", "/api/users/{actor}", "/api/posts/top", "/api/hashtags/trending", "/api/candidates",
-        "/api/stats/database"}
+        "/api/network-stats", "/api/users", "/api/users/{actor}", "/api/posts/top", "/api/hashtags/trending",
+        "/api/candidates", "/api/stats/database"}
     trending = document["paths"]["/api/trending"]["get"]
     assert set(trending["responses"]) == {"200", "400", "429", "500", "503"}
     limit = next(p for p in trending["parameters"] if p["name"] == "limit")
