@@ -20,6 +20,11 @@ A check that needs another which failed is ``skipped`` (``schema`` needs ``postg
 needs ``kafka``, and those and ``jetstream``/``atproto`` need a valid configuration). The configuration is always loaded;
 with ``--only`` it is reported only when it is invalid.
 
+The checks run in the same framework as the worker's ``/health``: a
+:class:`~streams.health.report.HealthRegistry` (concurrently, each under ``--timeout``; ``schema`` and
+``topics`` registered as needing ``postgres`` and ``kafka``). Its statuses are shown here as pass
+(healthy), warning (degraded), fail (unhealthy) and skipped.
+
 Output: a table on a terminal, plain lines otherwise, or one JSON object with ``--json``.
 Exit code: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on a usage error.
 """
@@ -31,10 +36,7 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -46,17 +48,25 @@ from rich.console import Console
 from rich.table import Table
 
 from projections import MigrationError, check_schema_version, connect
-from streams.health.checks import kafka_admin, otlp_endpoint, probe_tcp
-from streams.config import ConfigError, Settings, load_settings
 from streams.cli.console import USAGE, UsageParser, parse_cli
+from streams.config import ConfigError, Settings, load_settings
+from streams.health.checks import kafka_admin, otlp_endpoint, probe_tcp
+from streams.health.report import (
+    Check,
+    CheckOutcome,
+    CheckResult,
+    HealthRegistry,
+    HealthStatus,
+)
 from streams.kafka.clients import PRODUCT_TOPICS, partition_count
 from streams.observability.log import mask_text
 
-__all__ = ["CHECKS", "CheckReport", "Status", "main", "render", "validate"]
+__all__ = ["CHECKS", "main", "render", "validate"]
 
 CHECKS: tuple[str, ...] = ("config", "kafka", "postgres", "schema", "topics", "jetstream", "atproto", "tracing",
                            "python", "memory", "state-dir")
 DEPENDS_ON: dict[str, str] = {"schema": "postgres", "topics": "kafka"}
+NEED_SETTINGS: tuple[str, ...] = ("kafka", "postgres", "schema", "topics", "jetstream", "atproto")
 MIN_PYTHON = (3, 11)
 GIB = 1024**3
 MIB = 1024**2
@@ -65,46 +75,9 @@ MEMORY_FAIL_BELOW = 256 * MIB
 DISK_WARN_BELOW = 1 * GIB
 
 
-class Status(StrEnum):
-    PASS = "pass"
-    WARNING = "warning"
-    FAIL = "fail"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """One check's verdict: ``message`` says what was found; ``details`` list the problems
-    (one line each) when there are several."""
-
-    name: str
-    status: Status
-    message: str
-    details: tuple[str, ...] = ()
-    duration_ms: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status.value, "message": self.message,
-                "details": list(self.details), "duration_ms": round(self.duration_ms, 1)}
-
-
-@dataclass(slots=True)
-class _Verdict:
-    status: Status
-    message: str
-    details: tuple[str, ...] = field(default=())
-
-
-def _pass(message: str) -> _Verdict:
-    return _Verdict(Status.PASS, message)
-
-
-def _warn(message: str) -> _Verdict:
-    return _Verdict(Status.WARNING, message)
-
-
-def _fail(message: str, details: Sequence[str] = ()) -> _Verdict:
-    return _Verdict(Status.FAIL, message, tuple(details))
+_pass = CheckOutcome.healthy
+_warn = CheckOutcome.degraded
+_fail = CheckOutcome.unhealthy
 
 
 def _reason(exc: BaseException) -> str:
@@ -116,7 +89,7 @@ def _reason(exc: BaseException) -> str:
 # --- the checks ----------------------------------------------------------------------------
 
 
-async def check_kafka(settings: Settings) -> _Verdict:
+async def check_kafka(settings: Settings) -> CheckOutcome:
     servers = ",".join(settings.kafka_bootstrap_servers)
     try:
         async with kafka_admin(settings) as admin:
@@ -132,7 +105,7 @@ def _where(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
 
 
-async def check_postgres(settings: Settings, timeout: float) -> _Verdict:
+async def check_postgres(settings: Settings, timeout: float) -> CheckOutcome:
     where = _where(settings.database_url)
     try:
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True,
@@ -143,7 +116,7 @@ async def check_postgres(settings: Settings, timeout: float) -> _Verdict:
     return _pass(f"PostgreSQL {row[0] if row else '?'} at {where}")
 
 
-async def check_schema(settings: Settings, schema: str) -> _Verdict:
+async def check_schema(settings: Settings, schema: str) -> CheckOutcome:
     try:
         conn = await connect(settings.database_url, schema, statement_timeout_ms=settings.db_statement_timeout_ms)
     except ValueError as exc:
@@ -160,7 +133,7 @@ async def check_schema(settings: Settings, schema: str) -> _Verdict:
     return _pass(f"schema {schema!r} is at version {version}, this code's")
 
 
-async def check_topics(settings: Settings) -> _Verdict:
+async def check_topics(settings: Settings) -> CheckOutcome:
     async with kafka_admin(settings) as admin:
         found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
     problems = []
@@ -181,17 +154,17 @@ def _port(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme in ("https", "wss") else 80)
 
 
-async def check_jetstream(settings: Settings, timeout: float) -> _Verdict:
+async def check_jetstream(settings: Settings, timeout: float) -> CheckOutcome:
     urls = settings.jetstream_endpoint
     problems = await asyncio.gather(*(probe_tcp(*_port(url), timeout) for url in urls))
     reachable = [url for url, problem in zip(urls, problems) if problem is None]
     if reachable:
         return _pass(f"{len(reachable)} of {len(urls)} Jetstream endpoints reachable, first {reachable[0]}")
-    return _Verdict(Status.WARNING, f"none of {len(urls)} Jetstream endpoints reachable: the ingest would wait and retry",
-                    tuple(f"{url}: {problem}" for url, problem in zip(urls, problems)))
+    return _warn(f"none of {len(urls)} Jetstream endpoints reachable: the ingest would wait and retry",
+                 [f"{url}: {problem}" for url, problem in zip(urls, problems)])
 
 
-async def check_atproto(settings: Settings, timeout: float) -> _Verdict:
+async def check_atproto(settings: Settings, timeout: float) -> CheckOutcome:
     problem = await probe_tcp(*_port(settings.atproto_service), timeout)
     if problem is not None:
         return _warn(f"{settings.atproto_service} unreachable ({problem}): the crawl would fail until it is")
@@ -202,7 +175,7 @@ def _partitions(count: int) -> str:
     return f"{count} partition{'' if count == 1 else 's'}"
 
 
-async def check_tracing(timeout: float) -> _Verdict:
+async def check_tracing(timeout: float) -> CheckOutcome:
     try:
         endpoint = otlp_endpoint()
     except ValueError as exc:
@@ -215,14 +188,14 @@ async def check_tracing(timeout: float) -> _Verdict:
     return _pass(f"OTLP endpoint {endpoint.url} reachable")
 
 
-def check_python() -> _Verdict:
+def check_python() -> CheckOutcome:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
         return _fail(f"Python {version}; {'.'.join(map(str, MIN_PYTHON))} or newer is required")
     return _pass(f"Python {version}")
 
 
-def check_memory() -> _Verdict:
+def check_memory() -> CheckOutcome:
     memory = psutil.virtual_memory()
     message = f"{memory.available / GIB:.1f} GiB available of {memory.total / GIB:.1f} GiB"
     if memory.available < MEMORY_FAIL_BELOW:
@@ -232,7 +205,7 @@ def check_memory() -> _Verdict:
     return _pass(message)
 
 
-def check_state_dir(state_dir: Path | None) -> _Verdict:
+def check_state_dir(state_dir: Path | None) -> CheckOutcome:
     path = state_dir or Path(tempfile.gettempdir())
     source = "BGE_STATE_DIR" if state_dir else "the temp folder"
     try:
@@ -252,17 +225,60 @@ def check_state_dir(state_dir: Path | None) -> _Verdict:
 # --- running them --------------------------------------------------------------------------
 
 
-async def _timed(name: str, run: Callable[[], Awaitable[_Verdict]], timeout: float) -> CheckReport:
-    started = time.perf_counter()
+def _explain(error: Exception, timed_out_after: float | None) -> str:
+    """How a check that raised or timed out is reported (the registry's ``explain``)."""
+    return f"no answer within {timed_out_after:g}s" if timed_out_after is not None else _reason(error)
+
+
+def _returning(outcome: CheckOutcome) -> Check:
+    async def check() -> CheckOutcome:
+        return outcome
+
+    return check
+
+
+def _sync(check: Callable[[], CheckOutcome]) -> Check:
+    async def run() -> CheckOutcome:
+        return check()
+
+    return run
+
+
+def _load_config(env_file: str | Path | None) -> tuple[Settings | None, CheckOutcome]:
     try:
-        async with asyncio.timeout(timeout):
-            verdict = await run()
-    except TimeoutError:
-        verdict = _fail(f"no answer within {timeout:g}s")
-    except Exception as exc:  # noqa: BLE001 - a crashing check is a failed check
-        verdict = _fail(_reason(exc))
-    return CheckReport(name, verdict.status, verdict.message, verdict.details,
-                       (time.perf_counter() - started) * 1000)
+        return load_settings(env_file), _pass("every variable is valid")
+    except ConfigError as exc:
+        return None, _fail(f"{len(exc.lines)} invalid variable(s)", exc.lines)
+
+
+def _checks(settings: Settings | None, config: CheckOutcome, schema: str | None,
+            timeout: float) -> dict[str, Check]:
+    """Every check by name; those needing the settings say they were not checked when the
+    configuration is invalid."""
+    quick = min(timeout, 3.0)
+    if settings is None:
+        not_checked = _returning(CheckOutcome.skipped("not checked: the configuration is invalid"))
+        need_settings = dict.fromkeys(NEED_SETTINGS, not_checked)
+        state_dir = Path(os.environ["BGE_STATE_DIR"]) if os.environ.get("BGE_STATE_DIR") else None
+    else:
+        s = settings
+        need_settings = {
+            "kafka": lambda: check_kafka(s),
+            "postgres": lambda: check_postgres(s, timeout),
+            "schema": lambda: check_schema(s, schema or s.db_schema),
+            "topics": lambda: check_topics(s),
+            "jetstream": lambda: check_jetstream(s, quick),
+            "atproto": lambda: check_atproto(s, quick),
+        }
+        state_dir = s.bge_state_dir
+    return {
+        "config": _returning(config),
+        **need_settings,
+        "tracing": lambda: check_tracing(quick),
+        "python": _sync(check_python),
+        "memory": _sync(check_memory),
+        "state-dir": _sync(lambda: check_state_dir(state_dir)),
+    }
 
 
 async def validate(
@@ -271,108 +287,69 @@ async def validate(
     schema: str | None = None,
     timeout: float = 10.0,
     env_file: str | Path | None = ".env",
-) -> list[CheckReport]:
-    """Run the checks named in ``only`` (all when empty) and return their reports in
+) -> list[CheckResult]:
+    """Run the checks named in ``only`` (all when empty) and return their results in
     :data:`CHECKS` order. Never raises for a failing check."""
     unknown = sorted(set(only) - set(CHECKS))
     if unknown:
         raise ValueError(f"unknown checks: {', '.join(unknown)} (known: {', '.join(CHECKS)})")
-    selected = [name for name in CHECKS if not only or name in only]
-    started = time.perf_counter()
-    settings: Settings | None = None
-    try:
-        settings = load_settings(env_file)
-        config = CheckReport("config", Status.PASS, "every variable is valid")
-    except ConfigError as exc:
-        config = CheckReport("config", Status.FAIL, f"{len(exc.lines)} invalid variable(s)", tuple(exc.lines))
-    config = CheckReport(config.name, config.status, config.message, config.details,
-                         (time.perf_counter() - started) * 1000)
-
-    runners: dict[str, Callable[[], Awaitable[_Verdict]]] = {}
-    if settings is not None:
-        s = settings
-        runners |= {
-            "kafka": lambda: check_kafka(s),
-            "postgres": lambda: check_postgres(s, timeout),
-            "schema": lambda: check_schema(s, schema or s.db_schema),
-            "topics": lambda: check_topics(s),
-            "jetstream": lambda: check_jetstream(s, min(timeout, 3.0)),
-            "atproto": lambda: check_atproto(s, min(timeout, 3.0)),
-        }
-    state_dir = settings.bge_state_dir if settings is not None else (
-        Path(os.environ["BGE_STATE_DIR"]) if os.environ.get("BGE_STATE_DIR") else None)
-    runners |= {
-        "tracing": lambda: check_tracing(min(timeout, 3.0)),
-        "python": _sync(check_python),
-        "memory": _sync(check_memory),
-        "state-dir": _sync(lambda: check_state_dir(state_dir)),
-    }
-
-    reports: dict[str, CheckReport] = {}
-    if "config" in selected or config.status is Status.FAIL:
-        reports["config"] = config
-    first = [name for name in selected if name != "config" and name not in DEPENDS_ON]
-    for name, report in zip(first, await asyncio.gather(*(_run(name, runners, timeout) for name in first))):
-        reports[name] = report
-    for name in [n for n in selected if n in DEPENDS_ON]:
-        needed = reports.get(DEPENDS_ON[name])
-        if settings is not None and needed is not None and needed.status is Status.FAIL:
-            reports[name] = CheckReport(name, Status.SKIPPED, f"not checked: {needed.name} failed")
-        else:
-            reports[name] = await _run(name, runners, timeout)
-    return [reports[name] for name in CHECKS if name in reports]
-
-
-def _sync(check: Callable[[], _Verdict]) -> Callable[[], Awaitable[_Verdict]]:
-    async def run() -> _Verdict:
-        return check()
-
-    return run
-
-
-async def _run(name: str, runners: dict[str, Callable[[], Awaitable[_Verdict]]], timeout: float) -> CheckReport:
-    if name not in runners:  # needs the settings, which are invalid
-        return CheckReport(name, Status.SKIPPED, "not checked: the configuration is invalid")
-    return await _timed(name, runners[name], timeout)
+    settings, config = _load_config(env_file)
+    checks = _checks(settings, config, schema, timeout)
+    registry = HealthRegistry(default_timeout=timeout, explain=_explain, quiet=True)
+    for name in CHECKS:
+        if not only or name in only or (name == "config" and config.status is HealthStatus.UNHEALTHY):
+            needs = [DEPENDS_ON[name]] if DEPENDS_ON.get(name) in registry.services else []
+            registry.register(name, checks[name], needs=needs)
+    return (await registry.run()).checks
 
 
 # --- output --------------------------------------------------------------------------------
 
-_LABELS = {Status.PASS: "PASS", Status.WARNING: "WARN", Status.FAIL: "FAIL", Status.SKIPPED: "SKIP"}
-_STYLES = {Status.PASS: "green", Status.WARNING: "yellow", Status.FAIL: "bold red", Status.SKIPPED: "dim"}
+_H, _D, _U, _S = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY, HealthStatus.SKIPPED
+_WORDS = {_H: "pass", _D: "warning", _U: "fail", _S: "skipped"}
+_LABELS = {_H: "PASS", _D: "WARN", _U: "FAIL", _S: "SKIP"}
+_STYLES = {_H: "green", _D: "yellow", _U: "bold red", _S: "dim"}
 
 
-def summary(reports: Sequence[CheckReport]) -> str:
-    counts = {status: sum(r.status is status for r in reports) for status in Status}
-    parts = [f"{counts[s]} {s.value}" for s in (Status.FAIL, Status.WARNING, Status.SKIPPED) if counts[s]]
-    verdict = "validation failed" if counts[Status.FAIL] else "validation passed"
-    return f"{verdict}: {counts[Status.PASS]} of {len(reports)} passed" + (f", {', '.join(parts)}" if parts else "")
+def failed(results: Sequence[CheckResult]) -> bool:
+    return any(r.status is HealthStatus.UNHEALTHY for r in results)
 
 
-def render(reports: Sequence[CheckReport], out: IO[str], *, as_json: bool = False, table: bool = False) -> None:
-    """Write the reports: one JSON object, a rich table, or plain lines."""
+def to_json(result: CheckResult) -> dict[str, Any]:
+    return {"name": result.service, "status": _WORDS[result.status], "message": result.message,
+            "details": list(result.details), "duration_ms": round(result.response_time_ms, 1)}
+
+
+def summary(results: Sequence[CheckResult]) -> str:
+    counts = {status: sum(r.status is status for r in results) for status in _WORDS}
+    parts = [f"{counts[s]} {_WORDS[s]}" for s in (_U, _D, _S) if counts[s]]
+    verdict = "validation failed" if counts[_U] else "validation passed"
+    return f"{verdict}: {counts[_H]} of {len(results)} passed" + (f", {', '.join(parts)}" if parts else "")
+
+
+def render(results: Sequence[CheckResult], out: IO[str], *, as_json: bool = False, table: bool = False) -> None:
+    """Write the results: one JSON object, a rich table, or plain lines."""
     if as_json:
-        ok = not any(r.status is Status.FAIL for r in reports)
-        out.write(orjson.dumps({"ok": ok, "summary": summary(reports),
-                                "checks": [r.to_json() for r in reports]}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(orjson.dumps({"ok": not failed(results), "summary": summary(results),
+                                "checks": [to_json(r) for r in results]}, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     if table:
         grid = Table(title="bge validate", title_justify="left")
         for column in ("check", "status", "result", "ms"):
             grid.add_column(column, justify="right" if column == "ms" else "left", overflow="fold")
-        for r in reports:
+        for r in results:
             text = "\n".join((r.message, *(f"  {line}" for line in r.details)))
-            grid.add_row(r.name, f"[{_STYLES[r.status]}]{_LABELS[r.status]}[/]", text, f"{r.duration_ms:.0f}")
+            grid.add_row(r.service, f"[{_STYLES[r.status]}]{_LABELS[r.status]}[/]", text, f"{r.response_time_ms:.0f}")
         console = Console(file=out, highlight=False)
         console.print(grid)
-        console.print(summary(reports), style="bold red" if "failed" in summary(reports) else "bold green")
+        console.print(summary(results), style="bold red" if "failed" in summary(results) else "bold green")
         return
-    width = max((len(r.name) for r in reports), default=0)
-    for r in reports:
-        out.write(f"{_LABELS[r.status]}  {r.name:<{width}}  {r.message} ({r.duration_ms:.0f} ms)\n")
+    width = max((len(r.service) for r in results), default=0)
+    for r in results:
+        out.write(f"{_LABELS[r.status]}  {r.service:<{width}}  {r.message} ({r.response_time_ms:.0f} ms)\n")
         for line in r.details:
             out.write(f"{'':6}{'':<{width}}  - {line}\n")
-    out.write(summary(reports) + "\n")
+    out.write(summary(results) + "\n")
 
 
 def build_parser() -> UsageParser:
@@ -395,9 +372,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     if args.timeout <= 0:
         err.write("bge validate: --timeout must be > 0\n")
         return USAGE
-    reports = asyncio.run(validate(args.only, schema=args.schema, timeout=args.timeout))
-    render(reports, out, as_json=args.json, table=not args.json and out.isatty())
-    return 1 if any(r.status is Status.FAIL for r in reports) else 0
+    results = asyncio.run(validate(args.only, schema=args.schema, timeout=args.timeout))
+    render(results, out, as_json=args.json, table=not args.json and out.isatty())
+    return 1 if failed(results) else 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from streams.health.checks import breaker_check
 from streams.config import ConfigError, load_settings
 from streams.health.report import HealthRegistry, HealthStatus
 from streams.adapters.ratelimit import TokenBucket
-from streams.cli.validate import Status, validate
+from streams.cli.validate import validate
 from tests.integration.api_support import (
     api_worker,
     AT,
@@ -119,7 +119,8 @@ async def test_the_validator_lists_every_invalid_variable(monkeypatch: pytest.Mo
         monkeypatch.setenv(variable, value)
     reports = await validate(["config", "kafka"], env_file=None)
     config, kafka = reports
-    assert config.status is Status.FAIL and kafka.status is Status.SKIPPED
+    assert config.status is HealthStatus.UNHEALTHY and kafka.status is HealthStatus.SKIPPED
+    assert kafka.message == "not checked: the configuration is invalid"
     assert sorted(line.split(":")[0] for line in config.details) == sorted(dict(INVALID))
 
 

@@ -174,3 +174,106 @@ async def test_cancelling_the_run_cancels_the_checks():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled.is_set()
+
+
+# --- needs, skipped outcomes, details, wording (shared with `bge validate`) -----------------
+
+S = HealthStatus.SKIPPED
+
+
+async def test_a_check_needing_a_failed_one_is_skipped_and_not_run():
+    ran = []
+
+    async def topics() -> CheckOutcome:
+        ran.append("topics")
+        return CheckOutcome.healthy()
+
+    reg = registry()
+    reg.register("kafka", returning(CheckOutcome.unhealthy("no brokers")))
+    reg.register("topics", topics, needs=["kafka"])
+    reg.register("python", returning(CheckOutcome.healthy()))
+    report = await reg.run()
+    kafka, skipped, python = report.checks
+    assert ran == []
+    assert (skipped.service, skipped.status, skipped.message) == ("topics", S, "not checked: kafka failed")
+    assert skipped.response_time_ms == 0.0 and skipped.timestamp == STAMP
+    assert (kafka.status, python.status, report.status) == (U, H, U)
+
+
+async def test_a_check_starts_after_its_needs_and_runs_when_they_pass_or_degrade():
+    order = []
+
+    def recording(name: str, outcome: CheckOutcome, delay: float = 0.0):
+        async def check() -> CheckOutcome:
+            await asyncio.sleep(delay)
+            order.append(name)
+            return outcome
+
+        return check
+
+    reg = registry()
+    reg.register("postgres", recording("postgres", CheckOutcome.healthy(), delay=0.05))
+    reg.register("memory", recording("memory", CheckOutcome.degraded("low")))
+    reg.register("schema", recording("schema", CheckOutcome.healthy("at version 7")), needs=["postgres", "memory"])
+    report = await reg.run()
+    assert order == ["memory", "postgres", "schema"]
+    assert [c.service for c in report.checks] == ["postgres", "memory", "schema"]  # registration order
+    assert report.checks[2].status is H and report.status is D
+
+
+async def test_a_skip_passes_its_reason_on_and_does_not_count_towards_the_status():
+    reg = registry()
+    reg.register("postgres", returning(CheckOutcome.skipped("not checked: the configuration is invalid")))
+    reg.register("schema", returning(CheckOutcome.healthy()), needs=["postgres"])
+    reg.register("python", returning(CheckOutcome.healthy()))
+    report = await reg.run()
+    assert [(c.status, c.message) for c in report.checks[:2]] == [
+        (S, "not checked: the configuration is invalid"), (S, "not checked: the configuration is invalid")]
+    assert report.status is H and report.http_status == 200
+    assert overall_status([S]) is U and overall_status([S, D]) is D
+
+
+def test_needs_must_be_registered_first_and_unregistering_drops_them():
+    reg = registry()
+    with pytest.raises(ValueError, match="not registered: kafka"):
+        reg.register("topics", returning(CheckOutcome.healthy()), needs=["kafka"])
+    assert reg.services == []
+    reg.register("kafka", returning(CheckOutcome.unhealthy("down")))
+    reg.register("topics", returning(CheckOutcome.healthy()), needs=["kafka"])
+    reg.unregister("kafka")
+    report = asyncio.run(reg.run())
+    assert [(c.service, c.status) for c in report.checks] == [("topics", H)]
+
+
+async def test_details_are_kept_for_text_output_but_not_serialised():
+    reg = registry()
+    reg.register("topics", returning(CheckOutcome.unhealthy("2 topics missing", ["a: missing", "b: missing"])))
+    report = await reg.run()
+    assert report.checks[0].details == ("a: missing", "b: missing")
+    assert "details" not in report.model_dump(mode="json")["checks"][0]
+    assert "details" not in HealthReport.model_json_schema(mode="serialization")["$defs"]["CheckResult"]["properties"]
+
+
+async def test_the_failure_wording_is_the_registrys_and_quiet_registries_log_nothing(caplog):
+    async def hangs() -> CheckOutcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def broken() -> CheckOutcome:
+        raise OSError("line one\n  line two")
+
+    def explain(error: Exception, timed_out_after: float | None) -> str:
+        return f"no answer within {timed_out_after:g}s" if timed_out_after else f"{type(error).__name__}!"
+
+    reg = registry(explain=explain, quiet=True)
+    reg.register("slow", hangs, timeout=0.01)
+    reg.register("broken", broken)
+    with caplog.at_level("WARNING"):
+        report = await reg.run()
+    assert [c.message for c in report.checks] == ["no answer within 0.01s", "OSError!"]
+    assert caplog.records == []
+    loud = registry()
+    loud.register("broken", broken)
+    with caplog.at_level("WARNING"):
+        assert (await loud.run()).checks[0].message == "OSError: line one\n  line two"
+    assert [r.getMessage() for r in caplog.records] == ["health check not healthy"]

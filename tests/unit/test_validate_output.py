@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-from streams.cli.validate import CheckReport, Status, check_state_dir, main, render, summary
+from streams.cli.validate import check_state_dir, main, render, summary
+from streams.health.report import CheckResult, HealthStatus
+
+H, D, U, S = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY, HealthStatus.SKIPPED
+
+
+def result(name: str, status: HealthStatus, message: str, details: tuple[str, ...] = (),
+           duration_ms: float = 0.0) -> CheckResult:
+    return CheckResult(service=name, status=status, message=message, details=details,
+                       response_time_ms=duration_ms, timestamp=datetime(2026, 7, 4, tzinfo=UTC))
+
 
 REPORTS = [
-    CheckReport("config", Status.PASS, "every variable is valid", duration_ms=1.0),
-    CheckReport("kafka", Status.FAIL, "cannot reach Kafka at 127.0.0.1:1: KafkaConnectionError", duration_ms=12.0),
-    CheckReport("topics", Status.SKIPPED, "not checked: kafka failed"),
-    CheckReport("tracing", Status.WARNING, "OTLP endpoint unreachable", duration_ms=3.0),
-    CheckReport("schema", Status.FAIL, "2 problems", ("first problem", "second problem")),
+    result("config", H, "every variable is valid", duration_ms=1.0),
+    result("kafka", U, "cannot reach Kafka at 127.0.0.1:1: KafkaConnectionError", duration_ms=12.0),
+    result("topics", S, "not checked: kafka failed"),
+    result("tracing", D, "OTLP endpoint unreachable", duration_ms=3.0),
+    result("schema", U, "2 problems", ("first problem", "second problem")),
 ]
 
 
@@ -45,6 +56,8 @@ def test_json_and_table_outputs_carry_the_same_reports() -> None:
     assert document["ok"] is False and [c["status"] for c in document["checks"]] == [
         "pass", "fail", "skipped", "warning", "fail"]
     assert document["checks"][4]["details"] == ["first problem", "second problem"]
+    assert document["checks"][1] == {"name": "kafka", "status": "fail", "duration_ms": 12.0, "details": [],
+                                     "message": "cannot reach Kafka at 127.0.0.1:1: KafkaConnectionError"}
     table = io.StringIO()
     render(REPORTS, table, table=True)
     text = table.getvalue()
@@ -52,11 +65,11 @@ def test_json_and_table_outputs_carry_the_same_reports() -> None:
 
 
 def test_the_state_folder_must_be_writable(tmp_path: Path) -> None:
-    assert check_state_dir(tmp_path / "new" / "state").status is Status.PASS
+    assert check_state_dir(tmp_path / "new" / "state").status is H
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     verdict = check_state_dir(blocker / "state")
-    assert verdict.status is Status.FAIL and str(blocker / "state") in verdict.message
+    assert verdict.status is U and str(blocker / "state") in verdict.message
 
 
 def test_an_unknown_check_is_a_usage_error() -> None:
