@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+_log = logging.getLogger("bge.projections.db")
 
 __all__ = [
     "QueryStats",
@@ -81,6 +84,9 @@ class QueryStats:
     recent_slow: deque[SlowQuery] = field(default_factory=lambda: deque(maxlen=20))
     """The last 20 slow statements."""
 
+    slow_by_statement: Counter[str] = field(default_factory=Counter)
+    """Slow statements counted by :func:`statement_name`."""
+
     def record(self, statement: str, duration_ms: float, failed: bool) -> None:
         self.total_queries += 1
         self.total_duration_ms += duration_ms
@@ -89,8 +95,14 @@ class QueryStats:
             self.total_errors += 1
         if duration_ms >= self.slow_threshold_ms:
             self.slow_queries += 1
+            name = statement_name(statement)
+            self.slow_by_statement[name] += 1
             text = " ".join(statement.split())[:200]
             self.recent_slow.append(SlowQuery(text, round(duration_ms, 3), failed))
+            _log.warning("slow query: %s took %.1f ms (threshold %.0f ms)", name, duration_ms, self.slow_threshold_ms,
+                         extra={"bge_fields": {"statement": name, "duration_ms": round(duration_ms, 3),
+                                               "threshold_ms": self.slow_threshold_ms, "failed": failed,
+                                               "sql": text}})
 
     @property
     def avg_duration_ms(self) -> float:
@@ -110,12 +122,29 @@ class QueryStats:
             "max_duration_ms": round(self.max_duration_ms, 3),
             "slow_queries": self.slow_queries,
             "slow_threshold_ms": self.slow_threshold_ms,
+            "slow_by_statement": dict(self.slow_by_statement.most_common()),
             "error_rate": round(self.error_rate, 6),
             "recent_slow": [
                 {"statement": q.statement, "duration_ms": q.duration_ms, "failed": q.failed}
                 for q in self.recent_slow
             ],
         }
+
+
+_STATEMENT = re.compile(
+    r"^\s*(?:WITH\b.*?\)\s*)?(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT\b.*?\bFROM|COPY)\s+([\w.\"]+)",
+    re.IGNORECASE | re.DOTALL)
+
+
+def statement_name(statement: str) -> str:
+    """A statement's short name for logs and counts: its verb and first table (``INSERT likes``,
+    ``UPDATE users``, ``SELECT users``), else its first word."""
+    match = _STATEMENT.match(statement)
+    if match is None:
+        words = statement.split()
+        return words[0].upper() if words else "?"
+    verb = match.group(1).split()[0].upper()
+    return f"{verb} {match.group(2).strip(chr(34))}"
 
 
 def _statement_text(query: Any) -> str:

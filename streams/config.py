@@ -162,6 +162,8 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(1, ge=0, le=1000)
     db_pool_max: int = Field(10, ge=1, le=1000)
     db_statement_timeout_ms: int = Field(30_000, ge=0)
+    db_slow_query_ms: float = Field(500.0, gt=0, description="Statements slower than this are logged as warnings "
+                                    "(with their name and duration) and counted in /api/stats/database.")
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                            description="Postgres schema the projections live in.")
 

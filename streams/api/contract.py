@@ -463,6 +463,7 @@ class QueryStatsShape(Shape):
     max_duration_ms: float
     slow_queries: int
     slow_threshold_ms: float
+    slow_by_statement: dict[str, int]
     error_rate: float
     recent_slow: list[SlowQuery]
 

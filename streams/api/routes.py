@@ -482,7 +482,7 @@ def serve_api(app: faust.App, settings: Settings, *, schema: str | None = None,
     existing = getattr(app, "api", None)
     if isinstance(existing, Api):
         return existing
-    stats = QueryStats()
+    stats = QueryStats(slow_threshold_ms=settings.db_slow_query_ms)
     pool = create_api_pool(settings, schema=schema, stats=stats)
     registry = build_registry(settings, pool=pool, breakers=breakers, consumer_group=consumer_group or app.conf.id, consumed=consumed,
                               projector_consumer=PROJECTOR if projects else None)

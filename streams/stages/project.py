@@ -101,7 +101,7 @@ class Projector:
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.log = logger or get_logger("projector")
-        self.query_stats = QueryStats()
+        self.query_stats = QueryStats(slow_threshold_ms=settings.db_slow_query_ms)
         self.stats = ProjectorStats()
         self.breaker = CircuitBreaker(
             "postgres",
