@@ -363,7 +363,7 @@ class Api:
 
     async def get_health(self) -> Any:
         report = await self.health.report()
-        data = report.model_dump(mode="json")
+        data = report.model_dump(mode="json", by_alias=True)
         if report.status is HealthStatus.UNHEALTHY:
             failing = [r.service for r in report.checks if r.status is HealthStatus.UNHEALTHY]
             message = f"Unhealthy: {', '.join(failing) or 'no check registered'}."

@@ -85,20 +85,23 @@ class CheckResult(BaseModel):
     service: str
     status: HealthStatus
     message: str = ""
-    response_time_ms: float = Field(ge=0)
+    response_time_ms: float = Field(ge=0, serialization_alias="responseTime")
+    """Milliseconds; serialised as ``responseTime``, the original engine's name."""
     timestamp: datetime
     # for text output (``bge validate``) only: neither serialised nor in the JSON Schema
     details: tuple[str, ...] = Field(default=(), exclude=True)
 
 
 class HealthReport(BaseModel):
-    """All check results and the overall status; ``model_dump(mode="json")`` serialises it."""
+    """All check results and the overall status. ``model_dump(mode="json", by_alias=True)`` gives
+    the original engine's shape: ``overall``, ``services[]`` (``service``, ``status``,
+    ``responseTime`` in milliseconds, ``timestamp``, and ``message``), ``timestamp``."""
 
     model_config = ConfigDict(frozen=True)
 
-    status: HealthStatus
+    status: HealthStatus = Field(serialization_alias="overall")
     timestamp: datetime
-    checks: list[CheckResult]
+    checks: list[CheckResult] = Field(serialization_alias="services")
 
     @property
     def http_status(self) -> int:

@@ -289,10 +289,14 @@ async def test_health_is_healthy_when_fresh_events_flow(worker: Worker, http: ai
     await asyncio.sleep(1.1)  # past the report cache
     reply = await get(http, f"{worker.base_url}/health")
     report = assert_success(reply)
-    checks = {check["service"]: check for check in report["checks"]}
+    # the original engine's shape: overall, services[] (service, status, responseTime in ms, timestamp), timestamp
+    assert set(report) == {"overall", "services", "timestamp"}
+    checks = {check["service"]: check for check in report["services"]}
     assert set(checks) >= {"kafka", "postgres", "jetstream", "lag.collect", "lag.growth-events", "lag.projector",
                            "dead-letters", "breaker.postgres", "tracing"}
-    assert report["status"] == "healthy", checks
+    assert all(set(check) == {"service", "status", "responseTime", "timestamp", "message"}
+               and check["responseTime"] >= 0 for check in checks.values())
+    assert report["overall"] == "healthy", checks
     assert re.match(r"newest raw event is \d+\.\ds old", checks["jetstream"]["message"])
     assert checks["postgres"]["message"].startswith(f"schema version {latest_version()};")
 
@@ -303,9 +307,9 @@ async def test_a_dead_database_is_a_503_on_health_and_on_queries(tmp_path: Path)
     async with api_in_process(settings) as base_url, client() as http:
         health = await get(http, f"{base_url}/health")
         assert health.status == 503 and health.body["success"] is False
-        assert health.data["status"] == "unhealthy"
+        assert health.data["overall"] == "unhealthy"
         assert health.error is not None and "postgres" in health.error["details"]["unhealthy"]
-        postgres = next(c for c in health.data["checks"] if c["service"] == "postgres")
+        postgres = next(c for c in health.data["services"] if c["service"] == "postgres")
         assert postgres["status"] == "unhealthy" and "refused" in postgres["message"].lower()
         error = assert_error(await get(http, f"{base_url}/api/trending"), 503, "DATABASE_UNAVAILABLE")
         assert "retry" in error["message"]
