@@ -26,7 +26,7 @@ from projections.migrate import (
     migrate,
 )
 from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
-from projections.writer import BatchResult, Message, apply_batch, project_batch, prune_event_ledgers, stored_offsets
+from projections.writer import BatchResult, Message, apply_batch, project_batch, stored_offsets
 
 __all__ = [
     "BatchResult",
@@ -48,7 +48,6 @@ __all__ = [
     "latest_version",
     "migrate",
     "project_batch",
-    "prune_event_ledgers",
     "stored_offsets",
     "swap_schema",
     "with_retry",

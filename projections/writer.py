@@ -63,7 +63,7 @@ from projections.plan import (
     unprojectable,
 )
 
-__all__ = ["BatchResult", "Message", "apply_batch", "project_batch", "prune_event_ledgers"]
+__all__ = ["BatchResult", "Message", "apply_batch", "project_batch"]
 
 
 class Message(NamedTuple):
@@ -792,19 +792,3 @@ async def stored_offsets(pool: AsyncConnectionPool, consumer: str, topic: str, *
             "SELECT partition, next_offset FROM projection_offsets WHERE consumer = %s AND topic = %s",
             (consumer, topic))
         return {int(partition): int(offset) for partition, offset in await cur.fetchall()}
-
-
-async def prune_event_ledgers(conn: psycopg.AsyncConnection[Any], before: datetime) -> dict[str, int]:
-    """Delete rows older than ``before`` from the event ledgers (``activity_events``,
-    ``follow_events``); return how many by table.
-
-    The ledgers are what make the accumulated ``activity_patterns`` and
-    ``follower_gains_hourly`` immune to re-delivered events: keep them for longer than any
-    re-delivery can lag (the Kafka retention of the domain event topic).
-    """
-    deleted = {}
-    async with conn.transaction():
-        for table in ("activity_events", "follow_events"):
-            cur = await conn.execute(f"DELETE FROM {table} WHERE occurred_at < %s", (before,))
-            deleted[table] = cur.rowcount
-    return deleted

@@ -18,6 +18,7 @@ and worker processes.
 from __future__ import annotations
 
 import gc
+from datetime import UTC, datetime
 import re
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
-
+from projections.retention import prune
 from streams.api.routes import serve_api
 from streams.stages.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, load_settings
@@ -196,6 +197,18 @@ def create_app(settings: Settings) -> GrowthApp:
 
         async def project_from_marks(partitions: list[int]) -> dict[int, int]:
             return await projector.positions(settings.topic(Topic.GROWTH_EVENTS), partitions)
+
+        @app.timer(settings.bge_retention_interval_seconds, on_leader=True, name="retention")
+        async def apply_retention() -> None:
+            """The retention (``BGE_RETENTION_DAYS*``), by one worker: bounded batches, each its own
+            short transaction, so the projectors writing the same tables barely wait."""
+            try:
+                async with projector.pool.connection() as conn:
+                    deleted = await prune(conn, settings.retention(), datetime.now(UTC))
+            except Exception as exc:  # noqa: BLE001 - the next run tries again
+                log.warning("retention not applied; retried at the next interval", error=repr(exc))
+                return
+            log.info("retention applied", **{f"deleted_{table}": count for table, count in deleted.items()})
 
         @app.agent(stage_input("project", on_assigned=project_from_marks), name="project", concurrency=1)
         async def project(stream: faust.StreamT) -> None:

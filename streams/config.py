@@ -25,6 +25,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streams.observability.log import mask_text
+from projections.retention import RetentionPolicy
 from streams.topology import STAGES
 
 __all__ = ["ConfigError", "Settings", "format_validation_error", "load_settings"]
@@ -162,6 +163,11 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(1, ge=0, le=1000)
     db_pool_max: int = Field(10, ge=1, le=1000)
     db_statement_timeout_ms: int = Field(30_000, ge=0)
+    bge_retention_days: float = Field(30.0, gt=0, description="Days the event ledgers (activity_events, "
+                                      "follow_events) are kept; longer than growth.events' Kafka retention.")
+    bge_retention_days_dead_letters: float = Field(30.0, gt=0, description="Days projection dead letters are kept.")
+    bge_retention_days_hourly: float = Field(400.0, gt=0, description="Days hourly follower gains are kept.")
+    bge_retention_interval_seconds: float = Field(3600.0, gt=0, description="How often the leader prunes.")
     db_slow_query_ms: float = Field(500.0, gt=0, description="Statements slower than this are logged as warnings "
                                     "(with their name and duration) and counted in /api/stats/database.")
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
@@ -393,6 +399,12 @@ class Settings(BaseSettings):
         return value
 
     # -- derived values ---------------------------------------------------------------------
+
+    def retention(self) -> RetentionPolicy:
+        """The retention periods (``BGE_RETENTION_DAYS*``) as a policy for :mod:`projections.retention`."""
+        return RetentionPolicy(ledgers_days=self.bge_retention_days,
+                               dead_letters_days=self.bge_retention_days_dead_letters,
+                               hourly_days=self.bge_retention_days_hourly)
 
     def topic(self, name: str) -> str:
         """The full name of a topic: ``BGE_TOPIC_PREFIX + name`` (``name`` usually a

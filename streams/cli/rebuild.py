@@ -1,4 +1,5 @@
-"""``bge projections rebuild``: replay ``growth.events`` into a fresh schema, then swap it in.
+"""``bge projections rebuild``: replay ``growth.events`` into a fresh schema, then swap it in;
+``bge projections prune [--dry-run]``: apply the retention (:mod:`projections.retention`) now.
 
 1. A fresh schema ``<DB_SCHEMA>_next`` is created and migrated.
 2. ``growth.events`` is read from the earliest offset and applied to it in batches (the same
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from psycopg import sql
@@ -26,10 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from projections import Message, apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
+from projections.retention import count_prunable, prune
 from streams.config import Settings, load_settings
-from streams.topology import Topic
 from streams.kafka.clients import end_offsets, new_reader
-from streams.topology import PROJECTOR_CONSUMER as CONSUMER
+from streams.topology import PROJECTOR_CONSUMER as CONSUMER, Topic
 
 __all__ = ["main", "rebuild"]
 
@@ -111,10 +113,28 @@ async def rebuild(settings: Settings, console: Console) -> str:
     return retired
 
 
+async def prune_now(settings: Settings, console: Console, *, dry_run: bool, batch_size: int) -> dict[str, int]:
+    """``bge projections prune``: delete (or, dry, count) what the retention no longer keeps."""
+    policy, now = settings.retention(), datetime.now(UTC)
+    async with await connect(settings.database_url, settings.db_schema) as conn:
+        counts = (await count_prunable(conn, policy, now) if dry_run
+                  else await prune(conn, policy, now, batch_size=batch_size))
+    verb = "would delete" if dry_run else "deleted"
+    for table, cutoff in policy.cutoffs(now).items():
+        console.print(f"{table}: {verb} {counts[table]:,} rows older than {cutoff:%Y-%m-%d %H:%M} UTC")
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bge projections", description="projection maintenance")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("rebuild", help=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    sub.add_parser("rebuild", help="replay growth.events into a fresh schema, then swap it in")
+    pruning = sub.add_parser("prune", help="delete the rows older than the retention (BGE_RETENTION_DAYS*)")
+    pruning.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    pruning.add_argument("--batch-size", type=int, default=10_000, help="rows per transaction (default 10000)")
+    args = parser.parse_args(argv)
+    if args.command == "prune":
+        asyncio.run(prune_now(load_settings(), Console(), dry_run=args.dry_run, batch_size=args.batch_size))
+        return 0
     asyncio.run(rebuild(load_settings(), Console()))
     return 0
