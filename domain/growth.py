@@ -653,6 +653,23 @@ def add_engagement(
     return EngagementWindow(author_did=window.author_did, buckets=tuple(kept), reported_at_us=window.reported_at_us)
 
 
+def expired_windows(posts: Mapping[str, EngagementWindow], now_us: int, config: PopularContentConfig) -> list[str]:
+    """The posts whose windows can be forgotten at ``now_us``: every bucket ended before the
+    window's horizon and the last report (if any) is as old, so a window started afresh decides
+    exactly as the old one would (:func:`add_engagement` would drop those buckets, and the report
+    no longer holds back another). A value that does not decode (absent from ``posts.get``) goes too."""
+    horizon = now_us - config.window_us
+    gone = []
+    for uri in posts:
+        window = posts.get(uri)
+        if window is None or (
+            all(bucket.start_us + config.bucket_us <= horizon for bucket in window.buckets)
+            and (window.reported_at_us is None or window.reported_at_us <= horizon)
+        ):
+            gone.append(uri)
+    return gone
+
+
 def counted(bucket: EngagementBucket, kind: EngagementKind) -> EngagementBucket:
     """``bucket`` with one more engagement of ``kind``."""
     counts = {"likes": bucket.likes, "reposts": bucket.reposts, "replies": bucket.replies, "quotes": bucket.quotes}

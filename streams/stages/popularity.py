@@ -28,6 +28,7 @@ from domain.growth import (
     decode_engagement_window,
     encode_state,
     engagements_of,
+    expired_windows,
     popular_content,
 )
 from streams.kafka.clients import Outbox
@@ -60,6 +61,8 @@ class Popularity:
         self.log = logger or get_logger("popularity")
         self.candidates_found = 0  # CandidateFound events sent (metrics read it)
         self.rejections: dict[str, int] = {}  # dead letters by reason (metrics read it)
+        self.expired = 0  # windows forgotten (tombstoned in the changelog)
+        self._swept_at: dict[int, int] = {}  # partition -> event time of its last sweep
         self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
     def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
@@ -76,10 +79,28 @@ class Popularity:
         in their posts' windows; add the window changes and the candidates to ``outbox``."""
         for partition in partitions:
             await self.windows.ensure(partition)
+        latest: dict[int, int] = {}
         for record in records:
-            self.observe(record, outbox)
+            time_us = self.observe(record, outbox)
+            if time_us is not None and time_us > latest.get(record.partition, 0):
+                latest[record.partition] = time_us
+        for partition, now_us in latest.items():
+            self.expire(partition, now_us, outbox)
 
-    def observe(self, record: Any, outbox: Outbox) -> None:
+    def expire(self, partition: int, now_us: int, outbox: Outbox) -> None:
+        """Forget the windows of ``partition`` that event time ``now_us`` left behind
+        (:func:`domain.growth.expired_windows`), with a tombstone in the changelog so recovery
+        stays small; at most once per bucket of event time per partition."""
+        last = self._swept_at.get(partition)
+        if last is not None and now_us - last < self.config.bucket_us:
+            return
+        self._swept_at[partition] = now_us
+        view = DecodedView(self.windows.view(partition), decode_engagement_window)
+        for uri in expired_windows(view, now_us, self.config):
+            self.windows.put(partition, uri, None, outbox)
+            self.expired += 1
+
+    def observe(self, record: Any, outbox: Outbox) -> int | None:
         """Count one engagement ``record`` (``topic``, ``partition``, ``offset``, ``value``) in its
         post's window (of a partition already ensured); one that does not decode is dead-lettered
         to ``growth.dlq`` with the reason, like collect's."""
@@ -96,8 +117,10 @@ class Popularity:
                                   score=found.score, reasons="; ".join(found.reasons))
                     headers = inject_headers([(Header.SCHEMA, found.schema_name.encode())])
                     outbox.add(self.events_topic, partition_key(found), encode(found), headers)
+                return event.source.time_us
             case Failure(rejection):
                 self._dead_letter(record, rejection, outbox)
+        return None
 
     def _dead_letter(self, record: Any, rejection: Any, outbox: Outbox) -> None:
         code = str(getattr(rejection.code, "value", rejection.code))

@@ -365,3 +365,19 @@ def test_disabled_strategies_are_not_run() -> None:
     )
     outcome = run(b.SAMPLE_LINES[0], config)
     assert outcome.decisions == {} and not outcome.state_changes and outcome.events
+
+
+def test_expired_windows_are_those_wholly_behind_the_horizon_and_not_reported_within_it() -> None:
+    from domain.growth import EngagementBucket, EngagementWindow, PopularContentConfig, expired_windows
+
+    config = PopularContentConfig(window_us=100, bucket_us=10)
+    now = 1_000
+    posts = {
+        "gone": EngagementWindow(author_did="a", buckets=(EngagementBucket(start_us=880),)),            # ended at 890 <= horizon 900
+        "edge": EngagementWindow(author_did="a", buckets=(EngagementBucket(start_us=890), EngagementBucket(start_us=895))),  # 900 <= 900, 905 > 900
+        "live": EngagementWindow(author_did="a", buckets=(EngagementBucket(start_us=990),)),
+        "reported": EngagementWindow(author_did="a", buckets=(EngagementBucket(start_us=500),), reported_at_us=901),
+        "reported_long_ago": EngagementWindow(author_did="a", buckets=(EngagementBucket(start_us=500),), reported_at_us=900),
+        "empty": EngagementWindow(author_did="a"),
+    }
+    assert sorted(expired_windows(posts, now, config)) == ["empty", "gone", "reported_long_ago"]

@@ -86,3 +86,67 @@ async def test_every_kind_of_rejection_is_a_dead_letter(value: bytes) -> None:
     stage.observe(Record("growth.engagement", 0, 0, value), outbox)
     assert [sent[0] for sent in outbox.sent] == ["dlq"]
     assert sum(stage.rejections.values()) == 1
+
+
+class RecordingState(MemoryState):
+    """The in-memory state, recording what would go to the changelog (``None``: a tombstone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changelog: list[tuple[int, str, bytes | None]] = []
+
+    def put(self, partition: int, key: str, value: bytes | None, outbox: Any) -> None:
+        super().put(partition, key, value, outbox)
+        self.changelog.append((partition, key, value))
+
+
+async def test_windows_that_event_time_left_behind_are_forgotten_with_a_tombstone() -> None:
+    from domain.growth import EngagementBucket, EngagementWindow, encode_state
+
+    config = PopularContentConfig(window_us=3_600_000_000, bucket_us=300_000_000)
+    windows = RecordingState()
+    stage = Popularity(config=config, windows=windows, engagement_topic="eng", events_topic="events", dlq_topic="dlq")
+    await windows.ensure(0)
+    now = 10 * config.window_us
+    old = EngagementWindow(author_did="did:plc:a", buckets=(EngagementBucket(start_us=now - 2 * config.window_us, likes=3),))
+    fresh = EngagementWindow(author_did="did:plc:b", buckets=(EngagementBucket(start_us=now - config.bucket_us, likes=1),))
+    old_but_reported_lately = EngagementWindow(author_did="did:plc:c", buckets=(EngagementBucket(start_us=now - 2 * config.window_us, likes=9),),
+                                               reported_at_us=now - config.bucket_us)
+    for uri, window in (("at://old", old), ("at://fresh", fresh), ("at://reported", old_but_reported_lately)):
+        windows.view(0)[uri] = encode_state(window)
+    windows.view(0)["at://garbage"] = b"not a window"
+    stage.expire(0, now, Outbox())
+    assert sorted(windows.changelog) == [(0, "at://garbage", None), (0, "at://old", None)]
+    assert set(windows.view(0)) == {"at://fresh", "at://reported"} and stage.expired == 2
+    # at most one sweep per bucket of event time
+    windows.view(0)["at://old"] = encode_state(old)
+    stage.expire(0, now + config.bucket_us - 1, Outbox())
+    assert "at://old" in windows.view(0)
+    stage.expire(0, now + config.bucket_us, Outbox())
+    assert "at://old" not in windows.view(0)
+
+
+async def test_a_forgotten_window_decides_like_the_old_one_would() -> None:
+    """Forgetting changes no decision: the same stream through a stage that expires windows and
+    through the pure domain function without expiry yields the same candidates."""
+    from domain.growth import popular_content
+    from domain.events import decode
+    from streams.stages.popularity import _collected
+
+    values = await engagement_values()
+    config = PopularContentConfig(threshold=1.0, window_us=60_000_000, bucket_us=10_000_000)
+    stage = Popularity(config=config, windows=MemoryState(), engagement_topic="eng", events_topic="events",
+                       dlq_topic="dlq")
+    await stage.windows.ensure(0)
+    outbox = Outbox()
+    for offset, value in enumerate(values):
+        await stage.observe_batch([Record("growth.engagement", 0, offset, value)], [0], outbox)
+    with_expiry = [v for topic, _, v, _ in outbox.sent if topic == "events"]
+    posts: dict[str, Any] = {}
+    without_expiry = 0
+    for value in values:
+        event = decode(value).unwrap()
+        changed, decision = popular_content(posts, _collected(event), event.source.time_us, config)
+        posts.update(changed)
+        without_expiry += len(decision.value_or(()))
+    assert len(with_expiry) == without_expiry > 0
