@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import sys
 from collections import Counter
 
 import orjson
@@ -45,11 +46,12 @@ def start_worker(settings: Settings, log: str) -> subprocess.Popen:
 
 
 def start_traced(args: list[str], settings, log_path: str, **env: str) -> subprocess.Popen:
-    """``bge <args>`` with OpenTelemetry on (spans exported every 200 ms), plus ``env``."""
+    """``bge <args>`` with OpenTelemetry on (spans exported every 200 ms), plus ``env``; run by the
+    interpreter running the tests, as ``start_bge`` does (a worktree has no ``.venv`` of its own)."""
     environment = env_for(settings)
     environment.update({"OTEL_SDK_DISABLED": "false", "OTEL_BSP_SCHEDULE_DELAY": "200", **env})
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "streams.cli.main", *args], env=environment,
+    return subprocess.Popen([sys.executable, "-m", "streams.cli.main", *args], env=environment,
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
