@@ -15,9 +15,9 @@ from streams.app import app_id
 from streams.topology import Topic
 from streams.local import corpus
 from streams.local.jetstream_server import JetstreamServer
-from tests.integration.test_pipeline import drop, scratch_schema, wait_projected
-from tests.integration.test_tracing import start_traced
-from tests.integration.test_worker import free_port, worker_settings
+from tests.integration.worker_support import (
+    drop, free_port, scratch_schema, start_traced, wait_projected, worker_settings,
+)
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

@@ -6,50 +6,20 @@ import asyncio
 import random
 import subprocess
 
-import psycopg
-from psycopg import sql
-
-from projections import Message, apply_batch, connect, migrate
+from projections import Message, apply_batch, connect
 from streams.app import app_id
-from streams.health.checks import group_lag
 from streams.config import Settings
-from streams.topology import Topic
+from streams.health.checks import group_lag
 from streams.local import corpus
+from streams.topology import Topic
 from tests.integration.ingest_support import ROOT, end_offsets_total, kill, read_all, wait_until
 from tests.integration.projection_support import dump, scalar
-from tests.integration.test_worker import (
-    SAMPLE_LINES, _expected_ids, _growth_at_least, ids, produce_raw, start_worker, worker_settings,
+from tests.integration.worker_support import (
+    SAMPLE_LINES, drop, expected_ids, growth_at_least, ids, produce_raw, projected_offsets, scratch_schema,
+    start_worker, wait_projected, worker_settings,
 )
 
 IGNORED = ("schema_migrations",)
-
-
-async def scratch_schema(settings: Settings, name: str) -> str:
-    await migrate(settings.database_url, name)
-    return name
-
-
-async def drop(settings: Settings, *schemas: str) -> None:
-    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        for schema in schemas:
-            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-async def projected_offsets(settings: Settings, schema: str) -> int:
-    async with await connect(settings.database_url, schema) as conn:
-        return int(await scalar(conn, "SELECT coalesce(sum(next_offset), 0) FROM projection_offsets") or 0)
-
-
-async def wait_projected(settings: Settings, schema: str, timeout: float) -> None:
-    """Until every message of growth.events is applied (the stored marks reach the end offsets)
-    and nothing new arrives for a moment."""
-    async def caught_up() -> bool:
-        end = await end_offsets_total(settings, Topic.GROWTH_EVENTS)
-        return end > 0 and await projected_offsets(settings, schema) == end
-
-    await wait_until(caught_up, timeout, "projected", interval=1)
-    await asyncio.sleep(3)
-    await wait_until(caught_up, timeout, "projected (settled)", interval=1)
 
 
 async def reference_dump(settings: Settings, schema: str) -> dict:
@@ -220,10 +190,10 @@ async def test_a_worker_joining_and_another_leaving_mid_stream_lose_and_duplicat
         a = start_worker(settings, str(tmp_path / "a.log"))
         workers = [a]
         try:
-            await wait_until(lambda: _growth_at_least(settings, 2_000), 120, "the first worker collecting", interval=0.2)
+            await wait_until(lambda: growth_at_least(settings, 2_000), 120, "the first worker collecting", interval=0.2)
             workers.append(start_worker(settings, str(tmp_path / "b.log")))  # b joins mid-stream
             await produce_raw(settings, lines[8_000:16_000])
-            await wait_until(lambda: _growth_at_least(settings, 30_000), 180, "both collecting", interval=0.2)
+            await wait_until(lambda: growth_at_least(settings, 30_000), 180, "both collecting", interval=0.2)
             kill(a, subprocess.signal.SIGTERM)  # a leaves mid-stream
             await produce_raw(settings, lines[16_000:])
             await wait_projected(settings, schema, 300)
@@ -233,7 +203,7 @@ async def test_a_worker_joining_and_another_leaving_mid_stream_lose_and_duplicat
                     kill(worker, subprocess.signal.SIGTERM)
         sent = ids(await read_all(settings, Topic.GROWTH_EVENTS))
         assert [event_id for event_id, count in sent.items() if count > 1] == []  # nothing sent twice
-        collected = await _expected_ids(lines)
+        collected = await expected_ids(lines)
         assert set(collected) <= set(sent)  # nothing lost
         raw = settings.topic(Topic.JETSTREAM_EVENTS)
         lag, committed = await group_lag(settings, raw, app_id(settings))

@@ -13,20 +13,13 @@ import urllib.request
 import orjson
 
 from streams.local.jetstream_server import JetstreamServer
-from tests.integration.ingest_support import ROOT, env_for, kill
-from tests.integration.test_pipeline import drop, scratch_schema, wait_projected
-from tests.integration.test_worker import SAMPLE_LINES, free_port, worker_settings
+from tests.integration.ingest_support import ROOT, kill
+from tests.integration.worker_support import (
+    SAMPLE_LINES, drop, free_port, scratch_schema, start_traced, wait_projected, worker_settings,
+)
 
 POST = next(line for line in SAMPLE_LINES if b'"collection":"app.bsky.feed.post"' in line and b'"operation":"create"' in line)
 POST_DID = orjson.loads(POST)["did"]
-
-
-def start_traced(args: list[str], settings, log_path: str, **env: str) -> subprocess.Popen:
-    environment = env_for(settings)
-    environment.update({"OTEL_SDK_DISABLED": "false", "OTEL_BSP_SCHEDULE_DELAY": "200", **env})
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "streams.cli.main", *args], env=environment,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 def jaeger(path: str, **params: str) -> dict:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections import Counter
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from domain.growth import StrategyConfig
 from streams.config import Settings
-from streams.topology import Topic
 from streams.local import corpus
-from streams.ingest.frames import read_facts
-from streams.kafka.clients import ensure_topics, new_producer
-from tests.conftest import SAMPLE_JSONL
-from tests.integration.ingest_support import end_offsets_total, ingest_settings, kill, read_all, start_bge, wait_until
+from streams.topology import Topic
+from tests.integration.ingest_support import kill, read_all, wait_until
+from tests.integration.worker_support import (
+    SAMPLE_LINES, expected_ids, growth_at_least, growth_count, ids, produce_raw, start_worker, worker_settings,
+)
 
-SAMPLE_LINES = [line for line in SAMPLE_JSONL.read_bytes().splitlines() if line.strip()]
+# re-exported only for tests/integration/test_atproto_worker.py, which still imports it from here:
+# delete once that file imports free_port from worker_support
+from tests.integration.worker_support import free_port  # noqa: F401
+
 # what the sample yields, by domain event type (hand-checked against the sample's counts)
 SAMPLE_EXPECTED = {
     "LikeAdded": 105, "PostCreated": 17, "PostEnriched": 17, "RepostAdded": 15, "FollowAdded": 6,
@@ -27,48 +27,8 @@ SAMPLE_EXPECTED = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def worker_settings(unique: str, tmp_path, **overrides: object) -> Settings:
-    return ingest_settings(unique, ["ws://127.0.0.1:1"], bge_state_dir=tmp_path, **overrides)
-
-
-def start_worker(settings: Settings, log: str) -> subprocess.Popen:
-    return start_bge(["worker", "-l", "info"], settings.model_copy(update={"api_port": free_port()}), log)
-
-
-async def produce_raw(settings: Settings, lines: list[bytes]) -> None:
-    """Put raw events in the raw topic as the ingest does (key = repo DID, same headers)."""
-    await ensure_topics(settings)
-    producer: AIOKafkaProducer = new_producer(settings)
-    await producer.start()
-    try:
-        for line in lines:
-            try:
-                facts = read_facts(line)
-                key, headers = facts.did.encode(), [("kind", facts.kind.encode()), ("time_us", str(facts.time_us).encode())]
-            except Exception:  # noqa: BLE001 - a malformed event on purpose
-                key, headers = b"did:plc:malformed", []
-            await producer.send(settings.topic(Topic.JETSTREAM_EVENTS), value=line, key=key, headers=headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def schemas(messages: list) -> Counter[str]:
     return Counter(orjson.loads(m.value)["schema"] for m in messages)
-
-
-def ids(messages: list) -> Counter[str]:
-    return Counter(orjson.loads(m.value)["id"] for m in messages)
-
-
-async def growth_count(settings: Settings) -> int:
-    return await end_offsets_total(settings, Topic.GROWTH_EVENTS)
 
 
 async def test_the_sample_yields_the_expected_domain_events_and_a_malformed_event_a_dead_letter(unique, tmp_path) -> None:
@@ -78,7 +38,7 @@ async def test_the_sample_yields_the_expected_domain_events_and_a_malformed_even
     worker = start_worker(settings, str(tmp_path / "worker.log"))
     try:
         await wait_until(lambda: _dlq_count_is(settings, 1), 90, "dead letter written")
-        await wait_until(lambda: _growth_at_least(settings, sum(SAMPLE_EXPECTED.values())), 60, "domain events")
+        await wait_until(lambda: growth_at_least(settings, sum(SAMPLE_EXPECTED.values())), 60, "domain events")
         await asyncio.sleep(2)  # nothing more arrives
     finally:
         kill(worker, subprocess.signal.SIGTERM)
@@ -102,31 +62,14 @@ async def _dlq_count_is(settings: Settings, n: int) -> bool:
     return len(await read_all(settings, Topic.GROWTH_DLQ)) >= n
 
 
-async def _growth_at_least(settings: Settings, n: int) -> bool:
-    return await growth_count(settings) >= n
-
-
-async def _expected_ids(lines: list[bytes]) -> Counter[str]:
-    from domain.identity import SourceCoordinates
-    from domain.pipeline import process
-    from domain.growth import StrategyState
-
-    expected: Counter[str] = Counter()
-    for line in lines:
-        outcome = process(line, config=StrategyConfig(), state=StrategyState(),
-                          coordinates=SourceCoordinates("x", 0, 0)).unwrap()
-        expected.update(e.id for e in outcome.events)
-    return expected
-
-
 async def test_killing_the_worker_mid_stream_loses_no_domain_event_and_duplicates_keep_their_ids(unique, tmp_path) -> None:
     settings = worker_settings(unique, tmp_path)
     lines = list(corpus.generate(15_000, seed=21, accounts=3000))
     await produce_raw(settings, lines)
-    expected = await _expected_ids(lines)
+    expected = await expected_ids(lines)
     log = str(tmp_path / "worker.log")
     worker = start_worker(settings, log)
-    await wait_until(lambda: _growth_at_least(settings, 3000), 120, "worker processing", interval=1)
+    await wait_until(lambda: growth_at_least(settings, 3000), 120, "worker processing", interval=1)
     kill(worker)  # SIGKILL mid-stream
     assert await growth_count(settings) < sum(expected.values()), "killed before the end"
     worker = start_worker(settings, log)
@@ -154,10 +97,10 @@ async def test_two_workers_share_the_partitions_and_one_takes_over_when_the_othe
     a = start_worker(settings, str(tmp_path / "a.log"))
     b = start_worker(settings, str(tmp_path / "b.log"))
     try:
-        await wait_until(lambda: _growth_at_least(settings, 1000), 120, "processing", interval=1)
+        await wait_until(lambda: growth_at_least(settings, 1000), 120, "processing", interval=1)
         kill(a, subprocess.signal.SIGTERM)  # b takes over a's partitions
         await produce_raw(settings, first_half[5_000:])
-        expected = await _expected_ids(first_half)
+        expected = await expected_ids(first_half)
         await wait_until(lambda: _all_ids_present(settings, expected), 240, "union complete", interval=2)
     finally:
         for worker in (a, b):
