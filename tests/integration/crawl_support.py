@@ -14,6 +14,8 @@ import pytest
 from psycopg import sql
 
 from domain.crawl import CrawlConfig
+from domain.events import UserSeen
+from domain.identity import sequence_source
 from streams.local.appview import AppViewStandIn, Graph
 from streams.adapters.atproto import AppViewClient, RetryPolicy
 from streams.config import Settings, load_settings
@@ -133,3 +135,11 @@ def expected_snowball(graph: Graph, seeds: list[str], *, max_degree: int, min_fo
                 kept.append(other)
                 queue.append((other, degree + 1))
     return kept, judged
+
+
+NOW = 1_783_175_888.0  # 2026-07-04T14:38:08Z: the crawl tests' clock
+
+
+def user_seen(did: str, time_us: int, seq: int = 1) -> UserSeen:
+    """A UserSeen of ``did`` (as the collect stage derives it from an account event)."""
+    return UserSeen.derive(sequence_source(did, "account", seq, time_us), time_us=time_us)

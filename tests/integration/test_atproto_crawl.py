@@ -26,13 +26,14 @@ from domain.crawl import (
     search_requests,
     snowball_request,
 )
-from domain.events import UserSeen, encode
-from domain.identity import sequence_source
+from domain.events import encode
 from streams.topology import Topic
 from streams.stages.crawl import request_crawl, run_crawl
 from streams.stages.crawler import CrawlTopics, send_requests
 from streams.stages.enrichment import EnrichmentPlanner
 from tests.integration.crawl_support import (
+    NOW,
+    user_seen,
     appview_client,
     expected_snowball,
     fixture_graph,
@@ -47,14 +48,9 @@ from tests.integration.crawl_support import (
 )
 from tests.integration.ingest_support import read_all
 
-NOW = 1_783_175_888.0  # 2026-07-04T14:38:08Z
 SEED = "judy.test"
 BOUNDS = {"max_degree": 2, "min_followers": 1, "max_followers": 10, "max_users": 1000, "page_size": 3,
           "pages_per_user": 20}
-
-
-def user_seen(did: str, time_us: int, seq: int = 1) -> UserSeen:
-    return UserSeen.derive(sequence_source(did, "account", seq, time_us), time_us=time_us)
 
 
 async def test_enrichment_fetches_profiles_25_a_call_once_per_account_even_across_restarts(

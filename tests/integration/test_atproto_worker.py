@@ -21,6 +21,8 @@ from streams.topology import Topic
 from streams.stages.crawler import CrawlTopics, send_requests
 from tests.conftest import ROOT
 from tests.integration.crawl_support import (
+    NOW,
+    user_seen,
     expected_snowball,
     fixture_graph,
     growth_events,
@@ -32,8 +34,7 @@ from tests.integration.crawl_support import (
     send,
 )
 from tests.integration.ingest_support import env_for, read_all, wait_until
-from tests.integration.test_atproto_crawl import NOW, user_seen
-from tests.integration.test_worker import free_port
+from tests.integration.worker_support import free_port
 
 
 async def test_a_faust_worker_enriches_seen_users_and_runs_a_snowball_crawl(

@@ -16,10 +16,6 @@ from tests.integration.worker_support import (
     SAMPLE_LINES, expected_ids, growth_at_least, growth_count, ids, produce_raw, start_worker, worker_settings,
 )
 
-# re-exported only for tests/integration/test_atproto_worker.py, which still imports it from here:
-# delete once that file imports free_port from worker_support
-from tests.integration.worker_support import free_port  # noqa: F401
-
 # what the sample yields, by domain event type (hand-checked against the sample's counts)
 SAMPLE_EXPECTED = {
     "LikeAdded": 105, "PostCreated": 17, "PostEnriched": 17, "RepostAdded": 15, "FollowAdded": 6,

@@ -20,18 +20,6 @@ def module_name(path: Path) -> str:
 
 TEST_MODULES = {module_name(path) for path in TEST_FILES}
 
-# Known exception, to be removed: test_atproto_worker.py is being changed elsewhere and still imports
-# NOW and user_seen from test_atproto_crawl (they belong in crawl_support) and free_port from
-# test_worker (it lives in worker_support now). Delete these entries once that file imports from the
-# support modules; test_allowed_imports_are_still_needed fails until they are deleted.
-ALLOWED: dict[str, set[str]] = {
-    "tests/integration/test_atproto_worker.py": {
-        "tests.integration.test_atproto_crawl",
-        "tests.integration.test_worker",
-    },
-}
-
-
 def imported_modules(source: str, module_of_source: str) -> list[tuple[int, str]]:
     """(line, module) for every module ``source`` imports, relative imports resolved against
     ``module_of_source``; for ``from package import name`` both ``package`` and ``package.name``
@@ -73,20 +61,12 @@ def test_the_test_files_are_found() -> None:
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: str(p.relative_to(ROOT / "tests")))
 def test_a_test_module_imports_no_other_test_module(path: Path) -> None:
     relative = str(path.relative_to(ROOT))
-    allowed = ALLOWED.get(relative, set())
-    offending = {module: line for module, line in imported_by(path).items() if module not in allowed}
+    offending = imported_by(path)
     assert not offending, (
         f"{relative} imports test module(s) "
         + ", ".join(f"{module} (line {line})" for module, line in sorted(offending.items()))
         + ": move what they share into a support module (tests/integration/*_support.py) and import it from there"
     )
-
-
-@pytest.mark.parametrize("relative", sorted(ALLOWED))
-def test_allowed_imports_are_still_needed(relative: str) -> None:
-    path = ROOT / relative
-    stale = ALLOWED[relative] - set(imported_by(path)) if path.exists() else ALLOWED[relative]
-    assert not stale, f"{relative} no longer imports {sorted(stale)}: delete them from ALLOWED in {Path(__file__).name}"
 
 
 @pytest.mark.parametrize(("source", "expected"), [
