@@ -123,10 +123,11 @@ def env_for(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_bge(args: list[str], settings: Settings, log_path: str) -> subprocess.Popen:
-    """Start ``bge <args>`` as its own process (so it can be SIGKILLed), logging to a file."""
+def start_bge(args: list[str], settings: Settings, log_path: str, **env: str) -> subprocess.Popen:
+    """Start ``bge <args>`` as its own process (so it can be SIGKILLed), logging to a file; ``env``
+    overrides variables (``LOG_LEVEL="INFO"`` to see the product's own info lines)."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "streams.cli.main", *args], env=env_for(settings),
+    return subprocess.Popen([sys.executable, "-m", "streams.cli.main", *args], env={**env_for(settings), **env},
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

@@ -41,8 +41,8 @@ def worker_settings(unique: str, tmp_path, **overrides: object) -> Settings:
     return ingest_settings(unique, ["ws://127.0.0.1:1"], bge_state_dir=tmp_path, **overrides)
 
 
-def start_worker(settings: Settings, log: str) -> subprocess.Popen:
-    return start_bge(["worker", "-l", "info"], settings.model_copy(update={"api_port": free_port()}), log)
+def start_worker(settings: Settings, log: str, **env: str) -> subprocess.Popen:
+    return start_bge(["worker", "-l", "info"], settings.model_copy(update={"api_port": free_port()}), log, **env)
 
 
 def start_traced(args: list[str], settings, log_path: str, **env: str) -> subprocess.Popen:
