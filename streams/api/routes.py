@@ -99,9 +99,12 @@ MIN_BASE = Param("min_base", "integer", "Least followers an account had at the w
                  minimum=1, maximum=1_000_000_000)
 RECENT = Param("recent", "integer", "How many recent activities, actions and posts to include.", default=20,
                minimum=1, maximum=100)
-ACTOR = Param("actor", "string", "A DID (`did:plc:...`) or a handle (`alice.bsky.social`, `@` allowed).",
+_PATH_DID_PATTERN = DID_PATTERN.replace("%", "")
+"""A DID in a URL path: without ``%`` (in a path it starts an escape, decoded before the route sees it)."""
+ACTOR = Param("actor", "string", "A DID (`did:plc:...`; no percent-encoded characters) or a handle "
+              "(`alice.bsky.social`, `@` allowed).",
               location="path", max_length=MAX_DID_LENGTH, example="bsky.app",
-              pattern=f"^(?:{DID_PATTERN}|@?{HANDLE_PATTERN})$",
+              pattern=f"^(?:{_PATH_DID_PATTERN}|@?{HANDLE_PATTERN})$",
               expectation="must be a DID (did:method:identifier) or a handle (name.example.com)")
 STRATEGY = Param("strategy", "string", "A strategy; without it, the strategies that have candidates are listed.",
                  choices=KNOWN_STRATEGIES)
