@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from streams.observability.tracing import inject_headers
 from streams.topology import Header
 
-__all__ = ["DeadLetter", "dead_letter_headers", "read_dead_letter"]
+__all__ = ["DeadLetter", "dead_letter_headers", "read_dead_letter", "rejection_code", "rejection_headers"]
 
 MAX_MESSAGE = 1000
 
@@ -53,6 +55,19 @@ def dead_letter_headers(
     if endpoint is not None:
         headers.append((Header.ENDPOINT, endpoint.encode()))
     return headers
+
+
+def rejection_code(rejection: Any) -> str:
+    """The stable code of a domain :class:`~domain.rejections.Rejection` (its enum's value)."""
+    return str(getattr(rejection.code, "value", rejection.code))
+
+
+def rejection_headers(rejection: Any, *, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The headers of a Kafka message the domain rejected (``source`` ``kafka``, its coordinates,
+    the rejection's code and message), with the current trace context."""
+    return inject_headers(dead_letter_headers(
+        error_class="Rejection", reason=rejection_code(rejection), message=rejection.message, source="kafka",
+        topic=topic, partition=partition, offset=offset))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from domain.growth import (
 from domain.identity import SourceCoordinates
 from domain.pipeline import Outcome, process
 from domain.rejections import Rejection
-from streams.kafka.deadletter import dead_letter_headers
+from streams.kafka.deadletter import rejection_code, rejection_headers
 from streams.kafka.clients import Outbox
 from streams.observability.log import ContextLogger, get_logger
 from streams.kafka.state import ChangelogState, DecodedView
@@ -182,14 +182,11 @@ class Collector:
 
     def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
                      value: bytes, span: trace.Span, outbox: Outbox) -> None:
-        code = str(getattr(rejection.code, "value", rejection.code))
+        code = rejection_code(rejection)
         self.stats.dead_lettered += 1
         self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
         span.set_status(Status(StatusCode.ERROR, rejection.message))
         self.log.warning("raw event dead-lettered", reason=code, error=rejection.message,
                          source_topic=topic, partition=partition, offset=offset)
-        headers = inject_headers(dead_letter_headers(
-            error_class="Rejection", reason=code, message=rejection.message, source="kafka",
-            topic=topic, partition=partition, offset=offset,
-        ))
-        outbox.add(self.dlq_topic, None, value, headers)
+        outbox.add(self.dlq_topic, None, value,
+                   rejection_headers(rejection, topic=topic, partition=partition, offset=offset))

@@ -32,7 +32,7 @@ from domain.growth import (
     popular_content,
 )
 from streams.kafka.clients import Outbox
-from streams.kafka.deadletter import dead_letter_headers
+from streams.kafka.deadletter import rejection_code, rejection_headers
 from streams.observability.log import ContextLogger, get_logger
 from streams.kafka.state import ChangelogState, DecodedView
 from streams.observability.tracing import inject_headers
@@ -123,11 +123,9 @@ class Popularity:
         return None
 
     def _dead_letter(self, record: Any, rejection: Any, outbox: Outbox) -> None:
-        code = str(getattr(rejection.code, "value", rejection.code))
+        code = rejection_code(rejection)
         self.rejections[code] = self.rejections.get(code, 0) + 1
         self.log.warning("engagement dead-lettered", reason=code, error=rejection.message,
                          source_topic=record.topic, partition=record.partition, offset=record.offset)
-        headers = inject_headers(dead_letter_headers(
-            error_class="Rejection", reason=code, message=rejection.message, source="kafka",
-            topic=record.topic, partition=record.partition, offset=record.offset))
-        outbox.add(self.dlq_topic, None, record.value or b"", headers)
+        outbox.add(self.dlq_topic, None, record.value or b"",
+                   rejection_headers(rejection, topic=record.topic, partition=record.partition, offset=record.offset))
