@@ -91,6 +91,8 @@ async def plan_ranges(
     ``partitions`` empty means all. ``committed_start``: start where the consumer's group
     committed (partitions without a commit use ``start``). ``follow``: no end. Raises
     :class:`SelectionError` for a topic or partition that does not exist.
+
+    It only asks (offsets, times, commits) and never assigns: :func:`read_ranges` does, once.
     """
     existing = await topic_partitions(consumer, topic)
     if not existing:
@@ -100,7 +102,6 @@ async def plan_ranges(
     if missing:
         raise SelectionError(f"topic {topic!r} has no partition {missing[0]} (it has {len(existing)}: 0-{existing[-1]})")
     tps = [TopicPartition(topic, p) for p in chosen]
-    consumer.assign(tps)
     begins = await consumer.beginning_offsets(tps)
     ends = await consumer.end_offsets(tps)
 
@@ -152,6 +153,11 @@ async def read_ranges(
     reaches its end, so gaps left by compaction or transaction markers do not stall it), or when
     ``stop`` is set; ranges without an end are followed until then. An empty batch is yielded
     after an idle poll, so callers can refresh progress and check their own limits.
+
+    A replay group's reader must read its ranges in one call: each ``assign`` replaces the
+    subscription, and aiokafka's group coordinator fails ("Unexpected error during
+    coordination AssertionError()") when that happens while it is still finding the group's
+    coordinator. One assignment per reader leaves it nothing to race with.
     """
     active = {r.tp: r for r in ranges if r.end is None or r.start < r.end}
     if not active:

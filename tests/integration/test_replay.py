@@ -17,6 +17,7 @@ import orjson
 import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from psycopg import sql
 
 from domain.growth import StrategyConfig, StrategyState
@@ -463,6 +464,27 @@ async def test_a_named_group_resumes_where_it_stopped_and_no_other_group_is_touc
         await admin.close()
     ours = {group for group in groups if group.startswith(settings.bge_topic_prefix) or unique in group}
     assert ours == {f"{settings.bge_topic_prefix}bge-replay.g"}
+
+
+async def test_a_group_replay_never_races_the_group_coordinator(unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group reader that assigned twice (once to plan, once to read) failed with aiokafka's
+    "Unexpected error during coordination AssertionError()" when the second assignment came
+    while the coordinator was still being found; an explicit start (no committed offsets to
+    wait for) and a busy broker made that likely. Here finding the coordinator is made slow
+    on purpose, and twenty group replays in a row still succeed."""
+    found = GroupCoordinator.ensure_coordinator_known
+
+    async def slowly_found(self: GroupCoordinator) -> None:
+        await asyncio.sleep(0.3)
+        await found(self)
+
+    monkeypatch.setattr(GroupCoordinator, "ensure_coordinator_known", slowly_found)
+    settings = tool_settings(unique)
+    await produce_raw(settings, SAMPLE_LINES[:20])
+    for attempt in range(20):
+        ran = await run_replay(settings, "raw", "--group", "g", "--from", "earliest", "--limit", "3", "-q")
+        assert ran.code == 0, (attempt, ran.err)
+        assert len(ran.lines) == 3
 
 
 # --- speed ---------------------------------------------------------------------------------
