@@ -47,6 +47,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import SecretStr
+from returns.pipeline import is_successful
 from returns.result import Failure, Result, Success
 
 import streams
@@ -160,11 +161,11 @@ def _query(params: Params | None) -> list[tuple[str, str]]:
 
 
 def _error_from(method: str, status: int, body: bytes) -> XrpcError:
-    parsed = parse_response(XrpcErrorBody, body)
-    if isinstance(parsed, Success):
-        error = parsed.unwrap()
-        return XrpcError(method, status, error.error, error.message or "")
-    return XrpcError(method, status, f"HTTP{status}", body[:200].decode(errors="replace"))
+    match parse_response(XrpcErrorBody, body):
+        case Success(error):
+            return XrpcError(method, status, error.error, error.message or "")
+        case _:
+            return XrpcError(method, status, f"HTTP{status}", body[:200].decode(errors="replace"))
 
 
 def _invalid(method: str, problem: InvalidResponse) -> XrpcError:
@@ -250,12 +251,14 @@ class XrpcClient:
         for _ in range(max_pages):
             page = await self.query(nsid, model, {**(params or {}), "cursor": cursor}, headers=headers)
             yield page
-            if not isinstance(page, Success):
-                return
-            cursor = getattr(page.unwrap(), "cursor", None)
-            if not cursor or cursor in seen or not _has_items(page.unwrap()):
-                return
-            seen.add(cursor)
+            match page:
+                case Success(found):
+                    cursor = getattr(found, "cursor", None)
+                    if not cursor or cursor in seen or not _has_items(found):
+                        return
+                    seen.add(cursor)
+                case _:
+                    return
 
     # -- internals ------------------------------------------------------------------------
 
@@ -475,31 +478,34 @@ class AtprotoSession:
             "com.atproto.server.createSession", CreateSessionOutput,
             {"identifier": self.identifier, "password": self._password.get_secret_value()},
         )
-        if isinstance(result, Success):
-            self._session = result.unwrap()
+        match result:
+            case Success(session):
+                self._session = session
         return result
 
     async def _refresh(self) -> Result[CreateSessionOutput, XrpcError]:
         assert self._session is not None
         result = await self.client.procedure("com.atproto.server.refreshSession", CreateSessionOutput, {},
                                              headers={"Authorization": f"Bearer {self._session.refresh_jwt}"})
-        if isinstance(result, Success):
-            self._session = result.unwrap()
-            return result
-        return await self.login()
+        match result:
+            case Success(session):
+                self._session = session
+                return result
+            case _:
+                return await self.login()
 
     async def _authorized(self, call: Any) -> Any:
         """Run ``call(headers)`` with the access token; log in first if needed, and once more
         after renewing the session when the token expired."""
         if self._session is None:
             login = await self.login()
-            if not isinstance(login, Success):
+            if not is_successful(login):
                 return login
         assert self._session is not None
         result = await call({"Authorization": f"Bearer {self._session.access_jwt}"})
         if isinstance(result, Failure) and result.failure().error in ("ExpiredToken", "InvalidToken"):
             renewed = await self._refresh()
-            if not isinstance(renewed, Success):
+            if not is_successful(renewed):
                 return renewed
             result = await call({"Authorization": f"Bearer {self._session.access_jwt}"})
         return result

@@ -34,7 +34,7 @@ from streams.bench.harness import Corner, Figure, KafkaCounters, Options, RssSam
 from streams.bench.pipeline import OffsetsWatcher
 from streams.topology import Topic
 
-__all__ = ["CatchupClock", "bench_catchup"]
+__all__ = ["CatchupClock", "bench_catchup", "drain"]
 
 KAFKA_POLL_S = 0.25
 POSTGRES_POLL_S = 0.1
@@ -81,8 +81,9 @@ class CatchupClock:
         return False
 
 
-async def _drain(corner: Corner, kafka: KafkaCounters, watcher: OffsetsWatcher, clock: CatchupClock,
-                 alive: Any, timeout: float) -> None:
+async def drain(corner: Corner, kafka: KafkaCounters, watcher: OffsetsWatcher, clock: CatchupClock,
+                alive: Any, timeout: float) -> None:
+    """Poll until ``clock`` says the raw topic is collected and every domain event projected."""
     raw, growth = corner.topic(Topic.JETSTREAM_EVENTS), corner.topic(Topic.GROWTH_EVENTS)
     deadline = time.monotonic() + timeout
     while True:
@@ -126,7 +127,7 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                 sampler.watch(name, lambda worker=worker: worker.pid)
             clock = CatchupClock(written, started)
             try:
-                await _drain(corner, kafka, watcher, clock, lambda: all(w.alive for w in workers.values()),
+                await drain(corner, kafka, watcher, clock, lambda: all(w.alive for w in workers.values()),
                              timeout=300 + written / 200)
             finally:
                 await watcher.stop()

@@ -10,6 +10,7 @@
     bge bench latency --rate 2000 --tracing 0.01    # chosen rates, one tracing mode
     bge bench catchup --events 500000               # a raw backlog drained to rows by bge worker
     bge bench domain                                # process() per raw event, pure CPU (needs no service)
+    bge bench longrun --days 6 --events 120000      # simulated days with retention: tables and RSS flat
 
 Needs the local stack (``infra/stack up``); the Quix Streams baseline needs its own venv
 (``infra/bench/quix-venv``). Exit code 0 when every bench ran (targets met or not), 1 when the
@@ -38,7 +39,7 @@ from streams.bench.harness import ROOT, Figure, Options
 
 __all__ = ["BENCHES", "build_parser", "main", "render", "run"]
 
-BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak", "domain")
+BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak", "domain", "longrun")
 
 DEFAULT_EVENTS = {
     "ingest": 100_000,
@@ -49,6 +50,7 @@ DEFAULT_EVENTS = {
     "memory": 100_000,
     "soak": 50_000,
     "domain": 50_000,
+    "longrun": 120_000,
 }
 
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, action="append", metavar="EVENTS_PER_S",
                         help="latency: fixed rates (repeatable; default: 1000 untraced, 1000 traced, 5000 "
                              "untraced; with --tracing, 1000 and 5000)")
+    parser.add_argument("--days", type=int, default=6, help="longrun: simulated days the events span (default 6)")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds at each rate (default 20)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics (default 4)")
     parser.add_argument("--split-workers", action="store_true",
@@ -100,7 +103,7 @@ def _check_loopback() -> None:
 
 
 async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
-    from streams.bench import catchup, pipeline, soak, throughput
+    from streams.bench import catchup, longrun, pipeline, soak, throughput
     from streams.bench import domain_cost as domain_bench
 
     def events(name: str) -> int:
@@ -120,6 +123,7 @@ async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> 
                                         restart_kafka=not args.no_kafka_restart,
                                         restart_postgres=not args.no_postgres_restart),
         "domain": lambda: domain_bench.bench_domain(opts, events("domain")),
+        "longrun": lambda: longrun.bench_longrun(opts, events("longrun"), args.days),
     }
     for name in names:
         opts.log(f"--- {name}")

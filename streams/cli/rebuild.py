@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from projections import Message, apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
-from projections.retention import count_prunable, prune
+from projections.retention import count_prunable, prune, stream_time
 from streams.config import Settings, load_settings
 from streams.kafka.clients import end_offsets, new_reader
 from streams.topology import PROJECTOR_CONSUMER as CONSUMER, Topic
@@ -119,8 +119,12 @@ async def prune_now(settings: Settings, console: Console, *, dry_run: bool, batc
     async with await connect(settings.database_url, settings.db_schema) as conn:
         counts = (await count_prunable(conn, policy, now) if dry_run
                   else await prune(conn, policy, now, batch_size=batch_size))
+        stream_now = await stream_time(conn, now)
     verb = "would delete" if dry_run else "deleted"
-    for table, cutoff in policy.cutoffs(now).items():
+    if stream_now < now:
+        console.print(f"stream time {stream_now:%Y-%m-%d %H:%M} UTC (the newest event): event ledgers and hourly "
+                      "aggregates are aged from it")
+    for table, cutoff in policy.cutoffs(now, stream_now).items():
         console.print(f"{table}: {verb} {counts[table]:,} rows older than {cutoff:%Y-%m-%d %H:%M} UTC")
     return counts
 

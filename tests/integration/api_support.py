@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from domain.events import encode, partition_key
 from domain.growth import StrategyConfig, StrategyState
 from domain.pipeline import process
 from projections import Message, apply_batch, connect, migrate
+from streams.bench.harness import free_port
 from tests.conftest import ROOT, SAMPLE_JSONL
 from tests.integration.projection_support import Events
 
@@ -116,12 +116,6 @@ async def drop_schema(database_url: str, schema: str) -> None:
 
 
 # --- HTTP ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client(source_ip: str = "127.0.0.1") -> aiohttp.ClientSession:

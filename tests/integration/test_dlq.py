@@ -8,11 +8,17 @@ from datetime import UTC, datetime
 
 import orjson
 
+from streams.bench.harness import free_port
+from streams.cli.dlq import (
+    RECORD_TOPIC,
+    ensure_record_topic,
+    record_key,
+    target_partition,
+)
 from streams.config import Settings
-from streams.topology import Topic
-from streams.kafka.deadletter import dead_letter_headers
-from streams.cli.dlq import RECORD_TOPIC, ensure_record_topic, record_key, target_partition
 from streams.ingest import codec
+from streams.kafka.deadletter import dead_letter_headers
+from streams.topology import Topic
 from tests.integration.ingest_support import read_all
 from tests.integration.replay_support import (
     SAMPLE_LINES,
@@ -255,14 +261,6 @@ async def test_a_redrive_that_died_midway_is_settled_without_sending_twice(uniqu
 
 
 # --- with the worker ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_redriven_dead_letter_is_collected_by_the_worker_once(unique: str, tmp_path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from projections.retention import RetentionPolicy, count_prunable, prune
+from projections.retention import RetentionPolicy, count_prunable, prune, stream_time
 from tests.conftest import ROOT
 from tests.integration.projection_support import (  # noqa: F401  (fixtures)
     conn,
@@ -63,6 +63,25 @@ async def test_pruning_removes_exactly_what_is_older_than_each_familys_period(co
     # what stays is never pruned again; nothing is left to prune
     assert await prune(conn, POLICY, NOW) == dict.fromkeys(expected, 0)
     assert await count_prunable(conn, POLICY, NOW) == dict.fromkeys(expected, 0)
+
+
+async def test_event_time_families_count_back_from_the_stream_time_never_later_than_the_clock(conn) -> None:
+    """A stream that is behind (after an outage, a replay of older days) is pruned as of its own
+    newest event; dead letters by the wall clock; an event stamped in the future is no clock."""
+    await fill(conn)
+    behind = NOW + timedelta(days=10)  # the wall clock, ten days after the newest event
+    assert await stream_time(conn, behind) == NOW
+    expected = {"activity_events": older(30), "follow_events": older(30), "dead_letters": older(7 - 10),
+                "follower_gains_hourly": older(400)}
+    assert await count_prunable(conn, POLICY, behind) == expected
+    assert await prune(conn, POLICY, behind) == expected
+    assert await ages(conn, "activity_events", "occurred_at") == sorted(round(a, 2) for a in AGES_DAYS if a <= 30)
+
+    await conn.execute("INSERT INTO activity_events VALUES (%s, 'did:plc:future', %s, 'app.bsky.feed.post', 'create')",
+                       (uuid.uuid4(), NOW + timedelta(days=365)))
+    assert await stream_time(conn, NOW) == NOW
+    await conn.execute("TRUNCATE activity_events, follow_events")
+    assert await stream_time(conn, NOW) == NOW  # nothing projected yet: the clock
 
 
 async def test_bge_projections_prune_dry_run_counts_and_the_real_run_deletes(conn, schema: str, database_url: str) -> None:

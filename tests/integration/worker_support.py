@@ -5,7 +5,6 @@ the scratch Postgres schemas it projects into."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -17,24 +16,25 @@ from psycopg import sql
 
 from domain.growth import StrategyConfig
 from projections import connect, migrate
+from streams.bench.harness import free_port
 from streams.config import Settings
 from streams.ingest.frames import read_facts
 from streams.kafka.clients import ensure_topics, new_producer
 from streams.topology import Topic
 from tests.conftest import ROOT, SAMPLE_JSONL
-from tests.integration.ingest_support import end_offsets_total, env_for, ingest_settings, start_bge, wait_until
+from tests.integration.ingest_support import (
+    end_offsets_total,
+    env_for,
+    ingest_settings,
+    start_bge,
+    wait_until,
+)
 from tests.integration.projection_support import scalar
 
 SAMPLE_LINES = [line for line in SAMPLE_JSONL.read_bytes().splitlines() if line.strip()]
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_settings(unique: str, tmp_path, **overrides: object) -> Settings:
