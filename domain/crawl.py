@@ -92,6 +92,7 @@ __all__ = [
     "plan_like_mentions",
     "popular_search_candidates",
     "profile_enriched",
+    "profile_requests",
     "profiles_to_fetch",
     "recent_posts",
     "search_requests",
@@ -225,10 +226,13 @@ class CrawlRequest:
 
 @_frozen
 class EnrichProfile(CrawlRequest):
-    """Fetch the profile of ``did`` (the runtime batches these 25 a call)."""
+    """Fetch the profile of ``did`` (the runtime batches these 25 a call). ``refresh_after_us``:
+    how old a fetched profile may be before it is fetched again, when the request says
+    (``bge crawl profiles --stale-after``); else the configuration's."""
 
     schema_name: ClassVar[str] = "EnrichProfile"
     did: str
+    refresh_after_us: int | None = None
 
 
 @_frozen
@@ -393,6 +397,15 @@ def interactions_request(actor: str, config: InteractionsConfig, *, label: str, 
                                page_size=config.page_size, thread_depth=config.thread_depth)
 
 
+def profile_requests(dids: Iterable[str], *, label: str, refresh_after_us: int, requested_at_us: int,
+                     origin: str = "operator") -> tuple[EnrichProfile, ...]:
+    """Fetch the profiles of ``dids`` that are older than ``refresh_after_us`` (``bge crawl
+    profiles``); the same accounts and ``label`` give the same requests."""
+    return tuple(EnrichProfile(id=crawl_request_id("EnrichProfile", did, f"label:{label}"), requested_at_us=requested_at_us,
+                               origin=origin, did=did, refresh_after_us=refresh_after_us)
+                 for did in dict.fromkeys(dids))
+
+
 def growth_actions_request(actions: Iterable[str], *, run: str, requested_at_us: int,
                            origin: str = "operator") -> RunGrowthActions:
     """Run ``actions`` once for ``run`` (e.g. ``2026-07-04`` for a daily run)."""
@@ -455,9 +468,11 @@ def batches(items: Sequence[T], size: int = MAX_PROFILES_PER_CALL) -> list[tuple
 # --- profile enrichment --------------------------------------------------------------------
 
 
-def is_fresh(fetched_at_us: int | None, now_us: int, config: EnrichmentConfig) -> bool:
-    """True when a profile fetched at ``fetched_at_us`` needs no fetch at ``now_us``."""
-    return fetched_at_us is not None and now_us - fetched_at_us < config.refresh_after_us
+def is_fresh(fetched_at_us: int | None, now_us: int, config: EnrichmentConfig, refresh_after_us: int | None = None) -> bool:
+    """True when a profile fetched at ``fetched_at_us`` needs no fetch at ``now_us`` (fresher
+    than ``refresh_after_us``, or the configuration's period)."""
+    period = config.refresh_after_us if refresh_after_us is None else refresh_after_us
+    return fetched_at_us is not None and now_us - fetched_at_us < period
 
 
 def enrichment_decision(seen: UserSeen, requested_at_us: int | None,
@@ -484,7 +499,7 @@ def profiles_to_fetch(requests: Sequence[EnrichProfile], fetched: Mapping[str, i
     for request in requests:
         if request.did in chosen:
             declined.append((request, Declined(PROFILE_ENRICHMENT, "duplicate", "already in this batch")))
-        elif is_fresh(fetched.get(request.did), now_us, config):
+        elif is_fresh(fetched.get(request.did), now_us, config, request.refresh_after_us):
             declined.append((request, Declined(PROFILE_ENRICHMENT, "fresh", f"fetched at {fetched[request.did]}")))
         else:
             chosen[request.did] = request

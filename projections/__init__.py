@@ -2,7 +2,7 @@
 offset tracking, read queries for the API, and schema rebuild support.
 
 Imports ``domain`` only; knows nothing of Kafka or Faust (a Kafka message is a
-:class:`~projections.writer.Message`: topic, partition, offset, value bytes).
+:class:`~projections.writer.Record`: topic, partition, offset, value bytes; an aiokafka record is one).
 
 - :mod:`projections.migrate`: ``migrate(conninfo, schema)``, versioned SQL in ``migrations/``
   (projection schemas, and the crawl's schema: :class:`~projections.migrate.MigrationSet`).
@@ -26,7 +26,7 @@ from projections.migrate import (
     migrate,
 )
 from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
-from projections.writer import BatchResult, Message, apply_batch, project_batch, stored_offsets
+from projections.writer import BatchResult, Message, Record, apply_batch, project_batch, stored_offsets
 
 __all__ = [
     "BatchResult",
@@ -35,6 +35,7 @@ __all__ = [
     "MigrationError",
     "MigrationSet",
     "QueryStats",
+    "Record",
     "RetryPolicy",
     "SchemaTooNewError",
     "SchemaTooOldError",

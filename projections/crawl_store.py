@@ -7,7 +7,9 @@ projection schema, which a rebuild swaps away; its tables are built by the crawl
 - ``crawl_profiles``: when each account's profile was last fetched;
 - ``crawl_requests``: requests executed, and how they ended;
 - ``crawl_discovered``: the accounts each snowball crawl judged, and whether it kept them;
-- ``growth_actions``: every growth action, unique on ``(action, subject)``.
+- ``growth_actions``: every growth action, unique on ``(action, subject)``;
+- ``crawls`` and ``crawl_members`` (``0004_crawl_runs.sql``): the crawls started by ``bge crawl``,
+  their requests, and whether they were cancelled (``bge crawl status`` / ``cancel`` read them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from domain.crawl import CrawlRequest, Discovery, PlannedAction
@@ -29,6 +32,23 @@ DEFAULT_SCHEMA = "bge_crawl"
 
 _T = TypeVar("_T")
 Work = Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]]
+
+
+_REPORT = """
+SELECT c.id, c.kind, c.args, c.requested_at, c.cancelled_at,
+       count(m.request_id) AS requests,
+       count(r.id) + count(p.did) AS finished,
+       count(r.id) FILTER (WHERE r.status = 'failed') AS failed,
+       count(r.id) FILTER (WHERE r.status = 'skipped') AS skipped,
+       coalesce(sum(r.found), 0) + count(p.did) AS found,
+       coalesce(sum(r.pages), 0) + ceil(count(p.did) / 25.0)::int AS pages,
+       greatest(max(r.finished_at), max(p.fetched_at)) AS last_finished_at,
+       (array_agg(DISTINCT r.detail) FILTER (WHERE r.status = 'failed'))[1:5] AS errors
+FROM crawls c
+LEFT JOIN crawl_members m ON m.crawl_id = c.id
+LEFT JOIN crawl_requests r ON r.id = m.request_id
+LEFT JOIN crawl_profiles p ON m.subject IS NOT NULL AND p.did = m.subject AND p.fetched_at >= c.requested_at
+"""
 
 
 def _us(moment: datetime) -> int:
@@ -107,12 +127,20 @@ class CrawlStore:
 
     async def record(self, *, request: CrawlRequest | None = None, status: str = "done", detail: str | None = None,
                      fetched: Sequence[tuple[str, str]] = (), crawl_id: str | None = None,
-                     discoveries: Sequence[Discovery] = (), at_us: int) -> None:
+                     discoveries: Sequence[Discovery] = (), follow_ups: Sequence[str] = (), found: int = 0,
+                     pages: int = 0, at_us: int) -> None:
         """In one transaction: profiles fetched (``(did, request id)``), the accounts a crawl
-        judged, and how ``request`` ended."""
+        judged, the ids of the follow-up requests sent for crawl ``crawl_id`` (members of it when
+        a command started it), and how ``request`` ended (with the accounts it ``found`` and the
+        ``pages`` it read)."""
         at = _at(at_us)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            if follow_ups and crawl_id is not None:
+                await conn.execute(
+                    "INSERT INTO crawl_members (crawl_id, request_id) SELECT %s, unnest(%s::text[]) "
+                    "WHERE EXISTS (SELECT 1 FROM crawls WHERE id = %s) ON CONFLICT DO NOTHING",
+                    (crawl_id, list(follow_ups), crawl_id))
             if fetched:
                 async with conn.cursor() as cur:
                     await cur.executemany(
@@ -130,13 +158,61 @@ class CrawlStore:
                     )
             if request is not None:
                 await conn.execute(
-                    "INSERT INTO crawl_requests (id, kind, status, detail, finished_at) VALUES (%s, %s, %s, %s, %s) "
+                    "INSERT INTO crawl_requests (id, kind, status, detail, finished_at, found, pages) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, detail = EXCLUDED.detail, "
-                    "finished_at = EXCLUDED.finished_at",
-                    (request.id, request.schema_name, status, detail, at),
+                    "finished_at = EXCLUDED.finished_at, found = EXCLUDED.found, pages = EXCLUDED.pages",
+                    (request.id, request.schema_name, status, detail, at, found, pages),
                 )
 
         await self._run(work)
+
+    # -- crawls started by a command ------------------------------------------------------------
+
+    async def start_crawl(self, crawl_id: str, kind: str, args: dict[str, Any],
+                          members: Sequence[tuple[str, str | None]], at_us: int) -> bool:
+        """Record a crawl and its first requests (``(request id, subject did or None)``); False
+        when a crawl with this id (the same command and label) exists already."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            cur = await conn.execute(
+                "INSERT INTO crawls (id, kind, args, requested_at) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (crawl_id, kind, Jsonb(args), _at(at_us)))
+            async with conn.cursor() as members_cur:
+                await members_cur.executemany(
+                    "INSERT INTO crawl_members (crawl_id, request_id, subject) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(crawl_id, request_id, subject) for request_id, subject in members])
+            return cur.rowcount == 1
+        return await self._run(work)
+
+    async def cancel(self, crawl_id: str, at_us: int) -> bool:
+        """Cancel crawl ``crawl_id``: its requests not executed yet are skipped. False when no
+        such crawl is running (unknown, or cancelled already)."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            cur = await conn.execute("UPDATE crawls SET cancelled_at = %s WHERE id = %s AND cancelled_at IS NULL",
+                                     (_at(at_us), crawl_id))
+            return cur.rowcount == 1
+        return await self._run(work)
+
+    async def cancelled(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` that belong to a cancelled crawl."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+            cur = await conn.execute(
+                "SELECT m.request_id FROM crawl_members m JOIN crawls c ON c.id = m.crawl_id "
+                "WHERE m.request_id = ANY(%s) AND c.cancelled_at IS NOT NULL", (list(request_ids),))
+            return {row[0] for row in await cur.fetchall()}
+        return await self._run(work) if request_ids else set()
+
+    async def crawl_reports(self, crawl_id: str | None = None, *, limit: int = 20) -> list[dict[str, Any]]:
+        """Per crawl (one, or the latest ``limit``): what was asked, requests sent and finished
+        (a profile request is finished once its account was fetched after the crawl started),
+        failures and their reasons, accounts found, pages read, and when requests finished."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            cur = await conn.execute(_REPORT + ("WHERE c.id = %s " if crawl_id else "")
+                                     + "GROUP BY c.id ORDER BY c.requested_at DESC LIMIT %s",
+                                     (crawl_id, limit) if crawl_id else (limit,))
+            columns = [column.name for column in cur.description or ()]
+            return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+        return await self._run(work)
 
     # -- growth actions -----------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import psycopg
@@ -63,11 +63,25 @@ from projections.plan import (
     unprojectable,
 )
 
-__all__ = ["BatchResult", "Message", "apply_batch", "project_batch"]
+__all__ = ["BatchResult", "Message", "Record", "apply_batch", "project_batch"]
+
+
+class Record(Protocol):
+    """One Kafka message of a domain event topic, as the writer reads it: an aiokafka
+    ``ConsumerRecord`` is one, so is Faust's ``event.message`` and a :class:`Message`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class Message(NamedTuple):
-    """One Kafka message of a domain event topic."""
+    """A :class:`Record` made by hand (tools, tests, benches)."""
 
     topic: str
     partition: int
@@ -633,7 +647,7 @@ def _activity_patterns(activity: list[dict[str, Any]], fresh: list[tuple[Any, ..
 
 
 def _decode_all(
-    consumer: str, messages: Sequence[Message]
+    consumer: str, messages: Sequence[Record]
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     events: list[Any] = []
     dead: list[dict[str, Any]] = []
@@ -651,7 +665,7 @@ def _decode_all(
     return events, dead
 
 
-def dead_letter_row(consumer: str, message: Message, code: str, reason: str) -> dict[str, Any]:
+def dead_letter_row(consumer: str, message: Record, code: str, reason: str) -> dict[str, Any]:
     return {
         "consumer": consumer,
         "topic": message.topic,
@@ -676,9 +690,9 @@ async def _lock_marks(
 async def apply_batch(
     conn: psycopg.AsyncConnection[Any],
     consumer: str,
-    messages: Sequence[Message],
+    messages: Sequence[Record],
     *,
-    dead_letters: Sequence[tuple[Message, str, str]] = (),
+    dead_letters: Sequence[tuple[Record, str, str]] = (),
 ) -> BatchResult:
     """Apply ``messages`` (any order, any partitions) for ``consumer`` in one transaction.
 
@@ -690,7 +704,7 @@ async def apply_batch(
     """
     started = time.perf_counter()
     refused = {(m.topic, m.partition, m.offset): (m, code, reason) for m, code, reason in dead_letters}
-    unique: dict[tuple[str, int, int], Message] = {}
+    unique: dict[tuple[str, int, int], Record] = {}
     for m in (*messages, *(message for message, _, _ in refused.values())):
         unique.setdefault((m.topic, m.partition, m.offset), m)
     ordered = [unique[key] for key in sorted(unique)]
@@ -752,7 +766,7 @@ _REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 async def project_batch(
     pool: AsyncConnectionPool,
     consumer: str,
-    messages: Sequence[Message],
+    messages: Sequence[Record],
     *,
     retry: RetryPolicy = RetryPolicy(),
 ) -> BatchResult:
@@ -763,7 +777,7 @@ async def project_batch(
     with code ``projection_refused``, so one bad message never stalls the stream.
     """
 
-    async def attempt(batch: Sequence[Message], refused: Sequence[tuple[Message, str, str]] = ()) -> BatchResult:
+    async def attempt(batch: Sequence[Record], refused: Sequence[tuple[Record, str, str]] = ()) -> BatchResult:
         async with pool.connection() as conn:
             return await apply_batch(conn, consumer, batch, dead_letters=refused)
 

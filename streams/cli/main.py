@@ -86,11 +86,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
-def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+def _delegate(module: str, function: str = "main") -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        return int(importlib.import_module(module).main(args.rest) or 0)
+        return int(getattr(importlib.import_module(module), function)(args.rest) or 0)
 
     return run
 
@@ -111,19 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     w = add("worker", cmd_worker, "start a Faust worker (faust -A streams.app worker)")
     w.add_argument("-l", "--loglevel", default="info")
     w.add_argument("rest", nargs=argparse.REMAINDER)
-    for name, module, help_ in (
-        ("jetstream-serve", "streams.local.jetstream_server", "serve a JSONL corpus over Jetstream's /subscribe wire"),
-        ("corpus", "streams.local.corpus", "generate a realistic Jetstream corpus (JSONL)"),
-        ("projections", "streams.cli.rebuild", "projection maintenance: `bge projections rebuild`"),
-        ("demo", "streams.cli.demo", "run the product on the bundled recording and show what it found"),
-        ("replay", "streams.cli.replay", "read a range of a topic back: show, filter, explain, diff, re-project"),
-        ("dlq", "streams.cli.dlq", "dead letters: list, show, redrive"),
-        ("bench", "streams.bench.cli", "benchmarks and a soak with faults on the local stack, next to baselines"),
-        ("validate", "streams.cli.validate", "check configuration, services, schema, topics and environment"),
+    for name, module, function, help_ in (
+        ("jetstream-serve", "streams.local.jetstream_server", "main", "serve a JSONL corpus over Jetstream's /subscribe wire"),
+        ("corpus", "streams.local.corpus", "main", "generate a realistic Jetstream corpus (JSONL)"),
+        ("projections", "streams.cli.rebuild", "main", "projection maintenance: `bge projections rebuild`"),
+        ("demo", "streams.cli.demo", "main", "run the product on the bundled recording and show what it found"),
+        ("replay", "streams.cli.replay", "main", "read a range of a topic back: show, filter, explain, diff, re-project"),
+        ("dlq", "streams.cli.dlq", "main", "dead letters: list, show, redrive"),
+        ("bench", "streams.bench.cli", "main", "benchmarks and a soak with faults on the local stack, next to baselines"),
+        ("validate", "streams.cli.validate", "main", "check configuration, services, schema, topics and environment"),
+        ("crawl", "streams.cli.crawl", "main", "start, follow and cancel crawls (snowball, search, interactions, profiles)"),
+        ("actions", "streams.cli.crawl", "main_actions", "growth actions now: follow-back, like-mentions (dry run unless --apply)"),
     ):
         # no option prefix: every argument, "--help" included, goes to the delegate's own parser
         p = sub.add_parser(name, help=help_, description=help_, add_help=False, prefix_chars="\0")
-        p.set_defaults(handler=_delegate(module))
+        p.set_defaults(handler=_delegate(module, function))
         p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

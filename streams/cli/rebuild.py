@@ -26,7 +26,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from projections import Message, apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
+from projections import apply_batch, connect, create_fresh_schema, drop_schema, swap_schema
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
 from projections.retention import count_prunable, prune, stream_time
 from streams.config import Settings, load_settings
@@ -65,7 +65,7 @@ async def catch_up(settings: Settings, schema: str, targets: dict[tuple[str, int
                 reader.seek(tp, start)
                 while await reader.position(tp) < end:
                     records = (await reader.getmany(tp, timeout_ms=1000, max_records=BATCH)).get(tp, [])
-                    batch = [Message(m.topic, m.partition, m.offset, m.value) for m in records if m.offset < end]
+                    batch = [m for m in records if m.offset < end]
                     if batch:
                         await apply_batch(conn, CONSUMER, batch)
                         applied += len(batch)

@@ -466,7 +466,7 @@ class Replay:
     # --- into a scratch schema ---------------------------------------------------------------
 
     async def _project(self, consumer: Any, ranges: Sequence[PartitionRange]) -> dict[TopicPartition, int]:
-        from projections import BatchResult, Message, apply_batch, connect, migrate
+        from projections import BatchResult, apply_batch, connect, migrate
 
         plan = self.plan
         assert plan.schema is not None
@@ -477,7 +477,7 @@ class Replay:
 
         async def apply(batch: list) -> None:
             nonlocal total
-            messages = [Message(m.topic, m.partition, m.offset, m.value) for m in batch]
+            messages = batch
             for start in range(0, len(messages), plan.batch_size):
                 total = total.merge(await apply_batch(conn, PROJECTION_CONSUMER, messages[start:start + plan.batch_size]))
 

@@ -11,19 +11,29 @@ import functools
 import random
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from projections import Record
 from streams.config import Settings
 from streams.topology import Topic
 
-__all__ = ["PRODUCT_TOPICS", "KeyPartitioner", "Outbox", "Sender", "delivered", "end_offsets", "ensure_topics", "murmur2", "new_producer",
+__all__ = ["PRODUCT_TOPICS", "KeyPartitioner", "Outbox", "Received", "Sender", "delivered", "end_offsets", "ensure_topics", "murmur2", "new_producer",
            "new_reader", "partition_count", "topic_partitions"]
 
 PRODUCT_TOPICS: tuple[Topic, ...] = tuple(Topic)
+
+
+class Received(Record, Protocol):
+    """A consumed Kafka record with its headers: the one record type of every stage. aiokafka's
+    ``ConsumerRecord`` is one, and so is Faust's ``event.message``; the projections read the
+    same record without headers (:class:`projections.Record`)."""
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF

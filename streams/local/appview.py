@@ -77,6 +77,11 @@ def tid(time_us: int, clock_id: int = 0) -> str:
     return "".join(reversed(chars))
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that have a value: the AppView leaves an unset optional field out (never null)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def fake_cid(*parts: str) -> str:
     """A CIDv1-looking string (``bafyrei`` + base32 of a sha256), deterministic in ``parts``."""
     digest = hashlib.sha256("|".join(parts).encode()).digest()
@@ -551,7 +556,7 @@ class AppViewStandIn:
         return {
             "did": did,
             "handle": user["handle"],
-            "displayName": user.get("displayName"),
+            **_present(displayName=user.get("displayName")),
             "avatar": f"https://cdn.bsky.app/img/avatar/plain/{did}/{fake_cid(did, 'avatar')}@jpeg",
             "associated": {"lists": 0, "feedgens": 0, "starterPacks": 0, "labeler": False,
                            "chat": {"allowIncoming": "following"}},
@@ -562,7 +567,7 @@ class AppViewStandIn:
 
     def profile_view(self, did: str, viewer: str | None = None) -> dict[str, Any]:
         user = self.graph.by_did[did]
-        return {**self.profile_basic(did, viewer), "description": user.get("description"),
+        return {**self.profile_basic(did, viewer), **_present(description=user.get("description")),
                 "indexedAt": user["createdAt"]}
 
     def profile_detailed(self, did: str, viewer: str | None = None) -> dict[str, Any]:

@@ -68,11 +68,11 @@ from streams.adapters.ratelimit import TokenBucket
 from streams.config import Settings
 from streams.topology import Topic
 from streams.kafka.acking import AckBatcher
-from streams.kafka.clients import Sender
+from streams.kafka.clients import Received, Sender
 from streams.observability.log import ContextLogger, get_logger
 from streams.stages.actions import GrowthActions, SessionCredentials
-from streams.stages.crawler import CRAWL_PARTITION, CrawlMessage, Crawler, CrawlTopics, send_requests
-from streams.stages.enrichment import EnrichmentPlanner, EventMessage
+from streams.stages.crawler import CRAWL_PARTITION, Crawler, CrawlTopics, send_requests
+from streams.stages.enrichment import EnrichmentPlanner
 
 __all__ = ["CrawlRuntime", "load_crawl_config", "register_crawl", "request_crawl", "run_crawl"]
 
@@ -120,7 +120,7 @@ async def run_crawl(settings: Settings, crawler: Crawler, *, group_id: str, max_
                 break
             limit = batch_size if max_messages is None else max(1, min(batch_size, max_messages - handled))
             fetched = await consumer.getmany(partition, timeout_ms=200, max_records=limit)
-            messages = [CrawlMessage.of(m) for m in fetched.get(partition, [])]
+            messages = fetched.get(partition, [])
             if not messages:
                 if idle_seconds is not None and time.monotonic() - idle_since >= idle_seconds:
                     break
@@ -149,7 +149,7 @@ class CrawlRuntime:
         self.config = config
         self.appview = AppViewClient.from_settings(settings, logger=logger.child("appview"))
         self.store = CrawlStore(settings.database_url, schema)
-        self.session = None if credentials is None else _session(settings, credentials, logger)
+        self.session = None if credentials is None else pds_session(settings, credentials, logger)
         actions = None
         if self.session is not None:
             actions = GrowthActions(appview=self.appview, session=self.session, store=self.store,
@@ -177,7 +177,7 @@ class CrawlRuntime:
             self._opened = False
 
 
-def _session(settings: Settings, credentials: SessionCredentials, logger: ContextLogger) -> AtprotoSession:
+def pds_session(settings: Settings, credentials: SessionCredentials, logger: ContextLogger) -> AtprotoSession:
     """The growth actions' session on their PDS: a client with its own bucket (half the AppView
     rate) and breaker, since the PDS's limits are not the AppView's."""
     bucket = TokenBucket(max(1.0, settings.atproto_rate_limit / 2), burst=1, name="pds", logger=logger)
@@ -223,11 +223,11 @@ def register_crawl(app: Any, settings: Settings, *, sender: Sender, events_topic
     async def crawl(stream: Any) -> None:
         await runtime.open()
         # a batch is executed as a whole (profile requests share calls of 25), then acknowledged
-        batch = batches["crawl"] = AckBatcher[CrawlMessage](stream, runtime.crawler.handle_batch,
+        batch = batches["crawl"] = AckBatcher[Received](stream, runtime.crawler.handle_batch,
                                                             max_events=batch_size, max_seconds=0.5)
         try:
             async for event in stream.events():
-                if batch.add(event, CrawlMessage.of(event.message)):
+                if batch.add(event, event.message):
                     await batch.flush()
         finally:
             batches.pop("crawl", None)
@@ -243,10 +243,10 @@ def register_crawl(app: Any, settings: Settings, *, sender: Sender, events_topic
         @app.agent(events_topic, name="crawl-planner", concurrency=1)
         async def plan(stream: Any) -> None:
             # events acknowledged once the requests they called for are
-            batch = batches["planner"] = AckBatcher[EventMessage](stream, runtime.planner.handle_batch,
+            batch = batches["planner"] = AckBatcher[Received](stream, runtime.planner.handle_batch,
                                                                   max_events=500, max_seconds=0.5)
             async for event in stream.events():
-                if batch.add(event, (event.message.value, list(event.message.headers or ()))):
+                if batch.add(event, event.message):
                     await batch.flush()
 
         @app.timer(0.5, name="crawl-planner-flush")

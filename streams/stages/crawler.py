@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -53,7 +53,7 @@ from projections.crawl_store import CrawlStore
 from streams.adapters.atproto import AppViewClient, XrpcError, collect_pages
 from streams.config import Settings
 from streams.topology import Header, Topic
-from streams.kafka.clients import Outbox, Sender, delivered
+from streams.kafka.clients import Outbox, Received, Sender, delivered
 from streams.kafka.deadletter import dead_letter_headers
 from streams.observability.log import ContextLogger, get_logger
 from streams.observability.tracing import extract_context, inject_headers
@@ -62,11 +62,11 @@ from streams.stages.actions import GrowthActions
 __all__ = [
     "CRAWL_KEY",
     "CRAWL_PARTITION",
-    "CrawlMessage",
     "CrawlStats",
     "CrawlTopics",
     "Crawler",
     "add_request",
+    "coordinates_of",
     "send_requests",
 ]
 
@@ -124,24 +124,9 @@ async def send_requests(sender: Sender, topic: str, requests: Iterable[CrawlRequ
 # --- the crawler -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CrawlMessage:
-    """One message of ``growth.crawl``."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-    @property
-    def coordinates(self) -> SourceCoordinates:
-        return SourceCoordinates(self.topic, self.partition, self.offset)
-
-    @classmethod
-    def of(cls, message: Any) -> CrawlMessage:
-        """From a Faust or aiokafka message."""
-        return cls(message.topic, message.partition, message.offset, message.value, list(message.headers or ()))
+def coordinates_of(message: Received) -> SourceCoordinates:
+    """Where a ``growth.crawl`` message was read: the source of what its request finds."""
+    return SourceCoordinates(message.topic, message.partition, message.offset)
 
 
 @dataclass
@@ -192,34 +177,41 @@ class Crawler:
 
     # -- the batch ------------------------------------------------------------------------
 
-    async def handle_batch(self, messages: Sequence[CrawlMessage]) -> None:
+    async def handle_batch(self, messages: Sequence[Received]) -> None:
         """Execute the requests of ``messages`` (see the class docstring)."""
-        enrich: list[tuple[EnrichProfile, CrawlMessage]] = []
-        others: list[tuple[CrawlRequest, CrawlMessage]] = []
+        enrich: list[tuple[EnrichProfile, Received]] = []
+        others: list[tuple[CrawlRequest, Received]] = []
         for message in messages:
             self.stats.requests += 1
-            match decode_request(message.value):
+            match decode_request(message.value or b""):
                 case Success(EnrichProfile() as request):
                     enrich.append((request, message))
                 case Success(request):
                     others.append((request, message))
                 case Failure(rejection):
                     await self._dead_letter(message, str(rejection.code.value), rejection.message)
+        cancelled = await self.store.cancelled([request.id for request, _ in (*enrich, *others)])
+        if cancelled:
+            self.stats.skipped += len(cancelled)
+            enrich = [(request, message) for request, message in enrich if request.id not in cancelled]
         if enrich:
             await self._enrich(enrich)
         for request, message in others:
+            if request.id in cancelled:
+                await self._finish(request, "skipped", "crawl cancelled")
+                continue
             with _tracer.start_as_current_span(f"crawl {request.schema_name}", context=extract_context(message.headers),
                                                kind=SpanKind.CONSUMER,
                                                attributes={"request_id": request.id, "messaging.kafka.offset": message.offset}) as span:
                 await self._handle(request, message, span)
 
-    async def _handle(self, request: CrawlRequest, message: CrawlMessage, span: Span) -> None:
+    async def _handle(self, request: CrawlRequest, message: Received, span: Span) -> None:
         self.stats.by_kind[request.schema_name] = self.stats.by_kind.get(request.schema_name, 0) + 1
         if await self.store.status(request.id) is not None:
             self.stats.skipped += 1
             span.set_attribute("skipped", "already executed")
             return
-        match await self._execute(request, message.coordinates):
+        match await self._execute(request, coordinates_of(message)):
             case Success():
                 self.stats.executed += 1
             case Failure(error):
@@ -283,7 +275,7 @@ class Crawler:
         await self.sender.open(*self.topics.names)  # a metadata request the first time only
         return self.sender.outbox()
 
-    async def _dead_letter(self, message: CrawlMessage, reason: str, text: str) -> None:
+    async def _dead_letter(self, message: Received, reason: str, text: str) -> None:
         self.stats.dead_lettered += 1
         self.stats.dlq_reasons[reason] = self.stats.dlq_reasons.get(reason, 0) + 1
         self.log.warning("crawl request dead-lettered", reason=reason, error=text, offset=message.offset)
@@ -298,9 +290,9 @@ class Crawler:
 
     # -- profile enrichment ---------------------------------------------------------------
 
-    async def _enrich(self, pairs: Sequence[tuple[EnrichProfile, CrawlMessage]]) -> None:
+    async def _enrich(self, pairs: Sequence[tuple[EnrichProfile, Received]]) -> None:
         now = self._now_us()
-        coordinates = {request.id: message.coordinates for request, message in pairs}
+        coordinates = {request.id: coordinates_of(message) for request, message in pairs}
         requests = [request for request, _ in pairs]
         fetched = await self.store.fetched_at(sorted({r.did for r in requests}))
         todo, declined = profiles_to_fetch(requests, fetched, now, self.config.enrichment)
@@ -357,7 +349,8 @@ class Crawler:
         await self._send_all(events, expansions)
         await self.store.record(request=request, detail=f"{len(seeds)} of {len(request.seeds)} seeds found",
                                 fetched=[(p.did, request.id) for p in seeds], crawl_id=request.id,
-                                discoveries=discoveries, at_us=now)
+                                discoveries=discoveries, follow_ups=[e.id for e in expansions],
+                                pages=-(-len(request.seeds) // 25), at_us=now)
         self._remember(request.id, discoveries)
         self.stats.profiles += len(events)
         self.stats.expansions += len(expansions)
@@ -371,7 +364,7 @@ class Crawler:
         match await self._neighbours(request, known):
             case Failure() as failed:
                 return failed
-            case Success(neighbours):
+            case Success((neighbours, pages)):
                 pass
         match await self._retrying(lambda: self.appview.profiles([n.did for n in neighbours])):
             case Failure() as failed:
@@ -384,15 +377,17 @@ class Crawler:
         await self._send_all([*step.profiles, *step.candidates], step.expansions)
         await self.store.record(request=request, detail=f"{len(step.candidates)} kept of {len(neighbours)} new",
                                 fetched=[(p.did, request.id) for p in profiles], crawl_id=request.crawl_id,
-                                discoveries=step.discoveries, at_us=now)
+                                discoveries=step.discoveries, follow_ups=[e.id for e in step.expansions],
+                                found=len(step.candidates), pages=pages + -(-len(neighbours) // 25), at_us=now)
         self._remember(request.crawl_id, step.discoveries)
         self.stats.profiles += len(step.profiles)
         self.stats.candidates += len(step.candidates)
         self.stats.expansions += len(step.expansions)
         return Success(None)
 
-    async def _neighbours(self, request: ExpandSnowball, known: set[str]) -> Result[list[Neighbour], XrpcError]:
-        """The accounts next to ``request.did`` (followers, then follows) not judged yet."""
+    async def _neighbours(self, request: ExpandSnowball, known: set[str]) -> Result[tuple[list[Neighbour], int], XrpcError]:
+        """The accounts next to ``request.did`` (followers, then follows) not judged yet, and
+        the pages read to find them."""
         params = request.params
         match await self._retrying(lambda: collect_pages(self.appview.followers(
                 request.did, limit=params.page_size, max_pages=params.pages_per_user))):
@@ -406,8 +401,9 @@ class Crawler:
                 return failed
             case Success(follow_pages):
                 pass
-        return Success(new_neighbours(request.did, list(chain.from_iterable(p.followers for p in follower_pages)),
-                                      list(chain.from_iterable(p.follows for p in follow_pages)), known))
+        return Success((new_neighbours(request.did, list(chain.from_iterable(p.followers for p in follower_pages)),
+                                       list(chain.from_iterable(p.follows for p in follow_pages)), known),
+                        len(follower_pages) + len(follow_pages)))
 
     # -- popular search -----------------------------------------------------------------------
 
@@ -422,7 +418,8 @@ class Crawler:
         posts = [post for page in pages for post in page.posts]
         candidates = popular_search_candidates(request, posts, now).value_or(())
         await self._send_all(candidates)
-        await self.store.record(request=request, detail=f"{len(posts)} posts, {len(candidates)} candidates", at_us=now)
+        await self.store.record(request=request, detail=f"{len(posts)} posts, {len(candidates)} candidates",
+                                found=len(candidates), pages=len(pages), at_us=now)
         self.stats.candidates += len(candidates)
         return Success(None)
 
@@ -454,7 +451,8 @@ class Crawler:
         await self._send_all([profile_enriched(actor, crawl_source(request.id, actor.did, now, coordinates)),
                               *candidates])
         await self.store.record(request=request, detail=f"{len(posts)} posts, {len(candidates)} candidates",
-                                fetched=[(actor.did, request.id)], at_us=now)
+                                fetched=[(actor.did, request.id)], found=len(candidates), pages=1 + len(feed),
+                                at_us=now)
         self.stats.candidates += len(candidates)
         return Success(None)
 

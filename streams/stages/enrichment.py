@@ -10,15 +10,12 @@ from returns.result import Success
 
 from domain.crawl import EnrichmentConfig, EnrichProfile, enrichment_decision
 from domain.events import UserSeen, decode
-from streams.kafka.clients import Sender
+from streams.kafka.clients import Received, Sender
 from streams.observability.log import ContextLogger, get_logger
 from streams.stages.crawler import send_requests
 from streams.topology import Header
 
-__all__ = ["EnrichmentPlanner", "EventMessage"]
-
-EventMessage = tuple[bytes, Sequence[tuple[str, bytes]] | None]
-"""A ``growth.events`` message: its value and headers."""
+__all__ = ["EnrichmentPlanner"]
 
 
 class EnrichmentPlanner:
@@ -40,10 +37,10 @@ class EnrichmentPlanner:
         self._requested: OrderedDict[str, int] = OrderedDict()
         self.requested = 0
 
-    async def handle_batch(self, messages: Sequence[EventMessage]) -> int:
+    async def handle_batch(self, messages: Sequence[Received]) -> int:
         """Consider a batch of ``growth.events`` messages and send the requests they call for;
         returns how many, once Kafka acknowledged them all."""
-        requests = [request for value, headers in messages if (request := self.plan(value, headers)) is not None]
+        requests = [request for m in messages if m.value is not None and (request := self.plan(m.value, m.headers)) is not None]
         return await send_requests(self.sender, self.crawl_topic, requests) if requests else 0
 
     def plan(self, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> EnrichProfile | None:

@@ -20,7 +20,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -28,36 +27,26 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from projections import (
-    BatchResult, Message, QueryStats, RetryPolicy, create_pool, is_transient, project_batch, stored_offsets,
+    BatchResult, QueryStats, RetryPolicy, create_pool, is_transient, project_batch, stored_offsets,
 )
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
 from streams.config import Settings
+from streams.kafka.clients import Received
 from streams.observability.log import ContextLogger, get_logger
 from streams.observability.metrics import projection_batch_duration
 from streams.observability.tracing import extract_context
 from streams.topology import PROJECTOR_CONSUMER, Header
 
-__all__ = ["CONSUMER", "Pending", "Projector", "ProjectorStats"]
+__all__ = ["CONSUMER", "Projector", "ProjectorStats"]
 
 CONSUMER = PROJECTOR_CONSUMER
 _tracer = trace.get_tracer("bge.projector")
 
 
-class Pending(Protocol):
-    """One message of a batch (an aiokafka ``ConsumerRecord`` is one): where it was read, its
-    bytes and its trace headers."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pending]]]:
+def _traces_of(batch: Sequence[Received]) -> dict[bytes, tuple[Context, list[Received]]]:
     """The batch's messages that carry a valid trace context, by their ``traceparent``, each
     context extracted once."""
-    traces: dict[bytes, tuple[Context, list[Pending]]] = {}
+    traces: dict[bytes, tuple[Context, list[Received]]] = {}
     for message in batch:
         parent = next((value for key, value in message.headers or () if key == Header.TRACEPARENT), None)
         if parent is None:
@@ -72,7 +61,7 @@ def _traces_of(batch: Sequence[Pending]) -> dict[bytes, tuple[Context, list[Pend
     return traces
 
 
-def _outcome(message: Pending, result: BatchResult) -> str:
+def _outcome(message: Received, result: BatchResult) -> str:
     """What the transaction did with ``message``: ``applied``, ``skipped`` (below the partition's
     mark: applied by an earlier transaction) or ``dead_lettered: <code>``."""
     code = result.dead_letters.get((message.topic, message.partition, message.offset))
@@ -142,13 +131,13 @@ class Projector:
             return {}
         return {partition: marks[partition] for partition in partitions if partition in marks}
 
-    async def apply_all(self, batch: Sequence[Pending]) -> None:
+    async def apply_all(self, batch: Sequence[Received]) -> None:
         """Apply ``batch`` in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
         size = max(1, self.settings.projector_batch_size)
         for start in range(0, len(batch), size):
             await self.apply(batch[start:start + size])
 
-    async def apply(self, batch: Sequence[Pending]) -> BatchResult:
+    async def apply(self, batch: Sequence[Received]) -> BatchResult:
         """Apply ``batch`` in one transaction, retrying transient failures until it succeeds."""
         traces = _traces_of(batch)
         links = [Link(trace.get_current_span(context).get_span_context())
@@ -157,7 +146,7 @@ class Projector:
                                            attributes={"batch.size": len(batch)}) as span:
             started = time.perf_counter()
             try:
-                result = await self._apply_until_done([Message(m.topic, m.partition, m.offset, m.value) for m in batch])
+                result = await self._apply_until_done(batch)
             except Exception:
                 projection_batch_duration(time.perf_counter() - started, outcome="failed")
                 raise
@@ -173,7 +162,7 @@ class Projector:
         self.stats.last_batch_ms = result.duration_s * 1000
         return result
 
-    async def _apply_until_done(self, messages: list[Message]) -> BatchResult:
+    async def _apply_until_done(self, messages: Sequence[Received]) -> BatchResult:
         attempt = 0
         while True:
             if self.breaker.try_acquire():
@@ -194,7 +183,7 @@ class Projector:
             await asyncio.sleep(max(delay, self.breaker.retry_after() or 0.0))
 
     @staticmethod
-    def _trace_each(traces: dict[bytes, tuple[Context, list[Pending]]], result: BatchResult,
+    def _trace_each(traces: dict[bytes, tuple[Context, list[Received]]], result: BatchResult,
                     batch_span: trace.Span) -> None:
         """A span in each traced event's own trace, so one event's trace reaches its database
         write: one per trace (a raw event's domain events share their producer's trace), linked

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -48,6 +48,16 @@ from tests.integration.crawl_support import (
 )
 from tests.integration.ingest_support import read_all
 
+class Record(NamedTuple):
+    """A consumed record (``streams.kafka.clients.Received``) made by hand."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
 SEED = "judy.test"
 BOUNDS = {"max_degree": 2, "min_followers": 1, "max_followers": 10, "max_users": 1000, "page_size": 3,
           "pages_per_user": 20}
@@ -60,7 +70,7 @@ async def test_enrichment_fetches_profiles_25_a_call_once_per_account_even_acros
     config = CrawlConfig()
     crawl_topic = CrawlTopics.of(settings).crawl
     planner = EnrichmentPlanner(sender=sender, crawl_topic=crawl_topic, config=config.enrichment)
-    seen = [(encode(user_seen(did, int(NOW * 1e6), seq)), [("schema", b"UserSeen")])
+    seen = [Record("growth.events", 0, seq, encode(user_seen(did, int(NOW * 1e6), seq)), [("schema", b"UserSeen")])
             for seq, did in enumerate(dids + dids[:10])]  # ten accounts seen twice
     assert await planner.handle_batch(seen[:30]) + await planner.handle_batch(seen[30:]) == 50
     assert planner.requested == 50
@@ -163,7 +173,7 @@ async def test_a_snowball_crawl_killed_midway_repeats_nothing_but_identical_even
 async def test_the_snowball_results_project_into_postgres(settings, standin, sender, store_factory, unique,
                                                           database_url) -> None:
     writer = pytest.importorskip("projections.writer")
-    from projections import Message, connect, migrate
+    from projections import connect, migrate
 
     await _run_snowball(settings, sender, store_factory, unique)
     kept, _ = expected_snowball(fixture_graph(), [SEED], **BOUNDS)
@@ -172,8 +182,7 @@ async def test_the_snowball_results_project_into_postgres(settings, standin, sen
     try:
         conn = await connect(database_url, schema)
         try:
-            messages = [Message(m.topic, m.partition, m.offset, m.value)
-                        for m in await read_all(settings, Topic.GROWTH_EVENTS)]
+            messages = await read_all(settings, Topic.GROWTH_EVENTS)
             result = await writer.apply_batch(conn, "projector", messages)
             assert result.dead_lettered == 0
             cur = await conn.execute("SELECT did FROM candidates WHERE strategy = %s", (SNOWBALL,))

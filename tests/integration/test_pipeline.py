@@ -6,7 +6,7 @@ import asyncio
 import random
 import subprocess
 
-from projections import Message, apply_batch, connect
+from projections import apply_batch, connect
 from streams.app import app_id
 from streams.config import Settings
 from streams.health.checks import group_lag
@@ -27,7 +27,7 @@ async def reference_dump(settings: Settings, schema: str) -> dict:
     applied once, in one batch, with its real coordinates."""
     messages = await read_all(settings, Topic.GROWTH_EVENTS)
     async with await connect(settings.database_url, schema) as conn:
-        await apply_batch(conn, "projector", [Message(m.topic, m.partition, m.offset, m.value) for m in messages])
+        await apply_batch(conn, "projector", messages)
         return await dump(conn, skip=IGNORED)
 
 

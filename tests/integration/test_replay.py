@@ -22,7 +22,7 @@ from psycopg import sql
 
 from domain.growth import StrategyConfig, StrategyState
 from domain.pipeline import process
-from projections import Message, apply_batch, connect, migrate
+from projections import apply_batch, connect, migrate
 from streams.cli import main as cli
 from streams.cli import replay
 from streams.config import Settings
@@ -396,7 +396,7 @@ async def test_into_schema_projects_like_the_writer_and_leaves_the_live_schema_a
         await migrate(database_url, reference)
         conn = await connect(database_url, reference)
         try:
-            messages = [Message(m.topic, m.partition, m.offset, m.value) for m in loaded.domain]
+            messages = loaded.domain
             await apply_batch(conn, replay.PROJECTION_CONSUMER, messages)
             expected = await dump(conn)
         finally:

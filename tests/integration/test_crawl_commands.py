@@ -1,0 +1,192 @@
+"""``bge crawl`` and ``bge actions`` against the AppView stand-in, Kafka and Postgres: a command
+records the crawl and puts its requests on ``growth.crawl``, the crawler executes them,
+``bge crawl status`` reports what happened (JSON when piped), ``bge crawl cancel`` makes the
+rest be skipped, and ``bge actions`` is a dry run unless ``--apply``, once per subject."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+from domain.crawl import CrawlConfig, SnowballConfig
+from projections import migrate
+from streams.cli import crawl as crawl_cli
+from streams.config import Settings
+from streams.stages.crawl import run_crawl
+from tests.integration.crawl_support import (
+    PASSWORD,
+    appview_client,
+    expected_snowball,
+    fixture_graph,
+    growth_events,
+    new_crawler,
+    of_schema,
+    sender,  # noqa: F401 - fixture
+    settings,  # noqa: F401 - fixture
+    standin,  # noqa: F401 - fixture
+    store_factory,  # noqa: F401 - fixture
+)
+
+SEED = "judy.test"
+BOUNDS = {"max_followers": 10, "min_followers": 1, "page_size": 3, "pages_per_user": 20}
+
+
+def cli_settings(settings: Settings, unique: str, tmp_path: Any, **update: Any) -> Settings:
+    """The command's settings: the tests' crawl schema, and the crawl bounds as a config file."""
+    config = tmp_path / "crawl.json"
+    config.write_text(CrawlConfig(snowball=SnowballConfig(**BOUNDS)).model_dump_json())
+    return settings.model_copy(update={"crawl_schema": f"crawl_{unique}", "crawl_config_file": config, **update})
+
+
+async def bge_crawl(settings: Settings, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()  # not a terminal: no live progress, JSON status
+    code = await crawl_cli.run(list(argv), settings=settings, out=out)
+    return code, out.getvalue()
+
+
+async def bge_actions(settings: Settings, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await crawl_cli.run_actions_command(list(argv), settings=settings, out=out)
+    return code, out.getvalue()
+
+
+def crawl_id_of(output: str) -> str:
+    return output.split()[1].rstrip(":")
+
+
+async def status_of(settings: Settings, crawl_id: str) -> dict[str, Any]:
+    code, output = await bge_crawl(settings, "status", crawl_id)
+    assert code == 0, output
+    return json.loads(output)
+
+
+async def execute(settings: Settings, sender, store_factory, unique: str, **kwargs: Any) -> None:
+    """Run the crawler (as the worker's crawl agent does) until ``growth.crawl`` is idle."""
+    crawler = await new_crawler(settings, sender, store_factory(), appview_client(settings),
+                                CrawlConfig(snowball=SnowballConfig(**BOUNDS)))
+    try:
+        await run_crawl(settings, crawler, group_id=f"g{unique}", batch_size=2, **kwargs)
+    finally:
+        await crawler.appview.close()
+
+
+async def test_bge_crawl_snowball_runs_the_crawl_and_status_reports_it(
+        settings, standin, sender, store_factory, unique, tmp_path) -> None:
+    cli = cli_settings(settings, unique, tmp_path)
+    code, output = await bge_crawl(cli, "snowball", "--seed", SEED, "--degrees", "2", "--max-users", "1000", "--label", "t")
+    assert code == 0 and "1 request sent" in output and "bge crawl status" in output, output
+    crawl_id = crawl_id_of(output)
+    queued = await status_of(cli, crawl_id)
+    assert queued["state"] == "queued" and queued["requests"] == 1 and queued["finished"] == 0
+    assert queued["args"]["seeds"] == [SEED] and queued["args"]["degrees"] == 2
+
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    kept, _ = expected_snowball(fixture_graph(), [SEED], max_degree=2, max_users=1000, **BOUNDS)
+    candidates = of_schema(await growth_events(cli), "CandidateFound", "snowball")
+    assert {e["did"] for e in candidates} == set(kept)
+    done = await status_of(cli, crawl_id)
+    assert done["state"] == "done" and done["failed"] == 0
+    # the start, the seed's expansion, and one per account kept at degree 1 (degree 2 is the last)
+    expanded = sum(1 for e in candidates if e["reasons"][1].startswith("degree 1 "))
+    assert done["finished"] == done["requests"] == 2 + expanded
+    assert done["accounts_found"] == len(kept) and done["pages"] > done["requests"]
+    assert done["rate_per_min"] and done["eta_s"] is None
+
+    # the same command again: the same crawl, nothing executed twice
+    code, again = await bge_crawl(cli, "snowball", "--seed", SEED, "--degrees", "2", "--max-users", "1000", "--label", "t")
+    assert code == 0 and crawl_id_of(again) == crawl_id and "started before" in again
+    calls = len(standin.requests)
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    assert len(standin.requests) == calls
+    code, listing = await bge_crawl(cli, "status")
+    assert [c["id"] for c in json.loads(listing)] == [crawl_id]
+
+
+async def test_a_cancelled_crawl_skips_what_it_had_not_done(
+        settings, standin, sender, store_factory, unique, tmp_path) -> None:
+    cli = cli_settings(settings, unique, tmp_path)
+    code, output = await bge_crawl(cli, "snowball", "--seed", SEED, "--label", "c")
+    crawl_id = crawl_id_of(output)
+    await execute(cli, sender, store_factory, unique, max_messages=1)  # the start: expansions are queued
+    assert (await status_of(cli, crawl_id))["state"] == "running"
+    code, output = await bge_crawl(cli, "cancel", crawl_id)
+    assert code == 0 and "cancelled" in output
+    assert (await bge_crawl(cli, "cancel", crawl_id))[0] == 1  # not running any more
+    calls = len(standin.requests)
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    assert len(standin.requests) == calls  # nothing fetched after the cancel
+    cancelled = await status_of(cli, crawl_id)
+    assert cancelled["state"] == "cancelled" and cancelled["skipped"] == cancelled["requests"] - 1 > 0
+    assert not of_schema(await growth_events(cli), "CandidateFound", "snowball")
+    assert (await bge_crawl(cli, "status", "no-such-crawl"))[0] == 1
+
+
+async def test_bge_crawl_profiles_fetches_the_stale_profiles_of_known_accounts(
+        settings, standin, sender, store_factory, unique, tmp_path, database_url) -> None:
+    graph = fixture_graph()
+    known = [u["did"] for u in graph.users[:30]]
+    projection = f"proj_{unique}_profiles"
+    await migrate(database_url, projection)
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(projection)))
+            for did in known:
+                await conn.execute("INSERT INTO users (did) VALUES (%s)", (did,))
+        cli = cli_settings(settings, unique, tmp_path, db_schema=projection)
+        store = store_factory()
+        await store.open()
+        await store.record(fetched=[(did, "earlier") for did in known[:10]], at_us=time.time_ns() // 1000)
+
+        code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "p")
+        assert code == 0 and "20 requests sent" in output, output  # ten were fetched within the hour
+        crawl_id = crawl_id_of(output)
+        await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+        enriched = {e["did"] for e in of_schema(await growth_events(cli), "ProfileEnriched")}
+        assert enriched == set(known[10:])
+        done = await status_of(cli, crawl_id)
+        assert done["state"] == "done" and done["finished"] == done["requests"] == 20 and done["accounts_found"] == 20
+        code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "q")
+        assert code == 0 and "nothing to crawl" in output
+    finally:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
+
+
+async def test_bge_crawl_search_and_interactions_report_their_candidates(
+        settings, standin, sender, store_factory, unique, tmp_path) -> None:
+    cli = cli_settings(settings, unique, tmp_path)
+    code, output = await bge_crawl(cli, "search", "#art", "#tech", "--min-likes", "10", "--pages", "2", "--label", "s")
+    assert code == 0 and "2 requests sent" in output, output
+    search_id = crawl_id_of(output)
+    code, output = await bge_crawl(cli, "interactions", "--actor", "alice.test", "--posts", "3", "--label", "i")
+    interactions_id = crawl_id_of(output)
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    events = await growth_events(cli)
+    for crawl_id, strategy in ((search_id, "popular_search"), (interactions_id, "post_interactions")):
+        report = await status_of(cli, crawl_id)
+        candidates = of_schema(events, "CandidateFound", strategy)
+        assert report["state"] == "done" and report["accounts_found"] == len(candidates) > 0, (strategy, report)
+
+
+async def test_bge_actions_is_a_dry_run_unless_applied_and_acts_once_per_subject(
+        settings, standin, store_factory, unique, tmp_path) -> None:
+    cli = cli_settings(settings, unique, tmp_path, atproto_pds=standin.url, atproto_identifier="alice.test",
+                       atproto_app_password=SecretStr(PASSWORD))
+    code, output = await bge_actions(cli, "follow-back")
+    planned = [line for line in output.splitlines() if line.startswith("would follow ")]
+    assert code == 0 and len(planned) > 2 and "dry run: nothing was done" in output, output
+    assert not standin.created
+    code, output = await bge_actions(cli, "follow-back", "--apply", "--limit", "2")
+    follows = [r["record"]["subject"] for r in standin.created if r["collection"] == "app.bsky.graph.follow"]
+    assert code == 0 and len(follows) == 2 and output.count("took: follow") == 2, output
+    code, output = await bge_actions(cli, "follow-back", "--apply", "--limit", "3")
+    follows = [r["record"]["subject"] for r in standin.created if r["collection"] == "app.bsky.graph.follow"]
+    assert code == 0 and len(follows) == 3 and len(set(follows)) == 3, output  # the cap counts the day: one more
+    unset = cli.model_copy(update={"atproto_identifier": None})
+    assert (await bge_actions(unset, "like-mentions"))[0] == 2
