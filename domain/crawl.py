@@ -40,7 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from returns.result import Failure, Result, Success
 
 from domain.appview import FeedViewPost, Notification, PostView, ProfileView, ProfileViewDetailed
-from domain.events import CandidateFound, GrowthActionTaken, ProfileEnriched, UserSeen
+from domain.events import (
+    CandidateFound,
+    DomainEvent,
+    FollowLost,
+    FollowObserved,
+    GrowthActionTaken,
+    ProfileEnriched,
+    UserSeen,
+)
 from domain.growth import Declined, candidate
 from domain.identity import Source, SourceCoordinates, SourceKind, uuid5_string
 from domain.rejections import Rejection, RejectionCode, describe_validation_error
@@ -48,12 +56,15 @@ from domain.rejections import Rejection, RejectionCode, describe_validation_erro
 __all__ = [
     "CRAWL_SOURCE_KIND",
     "DEFAULT_SEARCH_QUERIES",
+    "FOLLOWERS",
+    "FOLLOWS",
     "MAX_PROFILES_PER_CALL",
     "POPULAR_SEARCH",
     "POST_INTERACTIONS",
     "PROFILE_ENRICHMENT",
     "REQUEST_TYPES",
     "SNOWBALL",
+    "CollectGraph",
     "CollectInteractions",
     "CrawlConfig",
     "CrawlRequest",
@@ -61,6 +72,7 @@ __all__ = [
     "EnrichProfile",
     "EnrichmentConfig",
     "ExpandSnowball",
+    "GraphChange",
     "GrowthActionsConfig",
     "Interaction",
     "InteractionsConfig",
@@ -82,12 +94,14 @@ __all__ = [
     "enrichment_decision",
     "expansion_request",
     "follower_bounds",
+    "graph_requests",
     "growth_action_event",
     "growth_actions_request",
     "interaction_candidates",
     "interactions_request",
     "is_fresh",
     "new_neighbours",
+    "observed_graph",
     "plan_follow_back",
     "plan_like_mentions",
     "popular_search_candidates",
@@ -296,6 +310,18 @@ class CollectInteractions(CrawlRequest):
 
 
 @_frozen
+class CollectGraph(CrawlRequest):
+    """Read the follower and follow lists of ``did`` (up to ``max_pages`` pages each) and turn
+    the edges into events (:func:`observed_graph`): the graph's base for accounts the firehose
+    has not shown following or being followed."""
+
+    schema_name: ClassVar[str] = "CollectGraph"
+    did: str
+    max_pages: int
+    page_size: int
+
+
+@_frozen
 class RunGrowthActions(CrawlRequest):
     """Run the growth actions named (``follow_back``, ``like_mentions``) once for ``run``
     (a label such as the day)."""
@@ -311,6 +337,7 @@ REQUEST_TYPES: tuple[type[CrawlRequest], ...] = (
     ExpandSnowball,
     SearchPopular,
     CollectInteractions,
+    CollectGraph,
     RunGrowthActions,
 )
 _REQUEST_SCHEMAS = {(t.schema_name, t.schema_version): t for t in REQUEST_TYPES}
@@ -403,6 +430,15 @@ def profile_requests(dids: Iterable[str], *, label: str, refresh_after_us: int, 
     profiles``); the same accounts and ``label`` give the same requests."""
     return tuple(EnrichProfile(id=crawl_request_id("EnrichProfile", did, f"label:{label}"), requested_at_us=requested_at_us,
                                origin=origin, did=did, refresh_after_us=refresh_after_us)
+                 for did in dict.fromkeys(dids))
+
+
+def graph_requests(dids: Iterable[str], *, label: str, max_pages: int, page_size: int, requested_at_us: int,
+                   origin: str = "operator") -> tuple[CollectGraph, ...]:
+    """Read the follower and follow lists of each of ``dids`` (``bge crawl graph``)."""
+    return tuple(CollectGraph(id=crawl_request_id("CollectGraph", did, label, str(max_pages), str(page_size)),
+                              requested_at_us=requested_at_us, origin=origin, did=did, max_pages=max_pages,
+                              page_size=page_size)
                  for did in dict.fromkeys(dids))
 
 
@@ -549,6 +585,43 @@ def follower_bounds(profile: ProfileViewDetailed, params: SnowballParams) -> Res
     if params.max_followers is not None and count > params.max_followers:
         return Failure(Declined(SNOWBALL, "too_many_followers", f"{profile.handle}: {count} > {params.max_followers}"))
     return Success(profile)
+
+
+FOLLOWERS, FOLLOWS = "followers", "follows"
+"""The two lists of an account a crawl reads: who follows it, whom it follows."""
+
+
+@_frozen
+class GraphChange:
+    """What one read of an account's list changed in the crawl's memory of it: the edges seen
+    for the first time (``FollowObserved``) and those gone from a list read whole (``FollowLost``)."""
+
+    observed: tuple[FollowObserved, ...]
+    lost: tuple[FollowLost, ...]
+
+    @property
+    def events(self) -> tuple[DomainEvent, ...]:
+        return (*self.observed, *self.lost)
+
+
+def observed_graph(owner: str, direction: str, listed: Iterable[str], complete: bool, known: Set[str],
+                   source: Source) -> GraphChange:
+    """The edges of ``owner``'s list ``direction`` (:data:`FOLLOWERS` or :data:`FOLLOWS`) read
+    now (``listed``: the other accounts) against those the crawl saw before (``known``). Only a
+    ``complete`` read (every page) can tell an edge is gone. Each edge is ``follower →
+    followed``: a follower list's edges end at ``owner``, a follow list's start there."""
+    if direction not in (FOLLOWERS, FOLLOWS):
+        raise ValueError(f"direction must be {FOLLOWERS!r} or {FOLLOWS!r}, got {direction!r}")
+    now = set(listed) - {owner}
+
+    def edge(other: str) -> tuple[str, str]:
+        return (other, owner) if direction == FOLLOWERS else (owner, other)
+
+    observed = tuple(FollowObserved.derive(source, f"{follower}>{followed}", did=follower, subject_did=followed)
+                     for follower, followed in map(edge, sorted(now - known)))
+    lost = tuple(FollowLost.derive(source, f"{follower}>{followed}", did=follower, subject_did=followed)
+                 for follower, followed in map(edge, sorted(known - now))) if complete else ()
+    return GraphChange(observed=observed, lost=lost)
 
 
 @_frozen

@@ -493,6 +493,25 @@ class ProfileEnriched(DomainEvent):
 
 
 @_frozen
+class FollowObserved(DomainEvent):
+    """A crawl saw ``did`` follow ``subject_did`` on the AppView (a follower or follow page), at
+    ``source.time_us``, the first time the crawl saw this edge. The follow record itself (its
+    uri, its time) is unknown: an observation is no gain, it gives the graph a base."""
+
+    schema_name: ClassVar[str] = "FollowObserved"
+    subject_did: str
+
+
+@_frozen
+class FollowLost(DomainEvent):
+    """A crawl read the whole list (every page) that held the edge ``did`` → ``subject_did``
+    before, and the edge is gone: an unfollow, at the latest at ``source.time_us``."""
+
+    schema_name: ClassVar[str] = "FollowLost"
+    subject_did: str
+
+
+@_frozen
 class GrowthActionTaken(DomainEvent):
     """The engine's own account ``did`` acted on Bluesky: ``action`` (``follow`` or ``like``)
     towards ``subject_did`` (and the post ``subject_uri`` for a like), creating the record
@@ -541,6 +560,8 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     ProfileRemoved,
     CandidateFound,
     ProfileEnriched,
+    FollowObserved,
+    FollowLost,
     GrowthActionTaken,
 )
 

@@ -8,6 +8,7 @@ projection schema, which a rebuild swaps away; its tables are built by the crawl
 - ``crawl_requests``: requests executed, and how they ended;
 - ``crawl_discovered``: the accounts each snowball crawl judged, and whether it kept them;
 - ``growth_actions``: every growth action, unique on ``(action, subject)``;
+- ``crawl_edges`` (``0005_crawl_edges.sql``): the follower and follow lists the crawl last read;
 - ``crawls`` and ``crawl_members`` (``0004_crawl_runs.sql``): the crawls started by ``bge crawl``,
   their requests, and whether they were cancelled (``bge crawl status`` / ``cancel`` read them).
 """
@@ -15,6 +16,7 @@ projection schema, which a rebuild swaps away; its tables are built by the crawl
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -26,7 +28,7 @@ from domain.crawl import CrawlRequest, Discovery, PlannedAction
 from projections.db import create_pool, validate_schema, with_retry
 from projections.migrate import MigrationSet, migrate
 
-__all__ = ["DEFAULT_SCHEMA", "CrawlStore"]
+__all__ = ["DEFAULT_SCHEMA", "CrawlStore", "EdgeRead"]
 
 DEFAULT_SCHEMA = "bge_crawl"
 
@@ -49,6 +51,17 @@ LEFT JOIN crawl_members m ON m.crawl_id = c.id
 LEFT JOIN crawl_requests r ON r.id = m.request_id
 LEFT JOIN crawl_profiles p ON m.subject IS NOT NULL AND p.did = m.subject AND p.fetched_at >= c.requested_at
 """
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRead:
+    """One read of ``owner``'s follower or follow list (``direction``): the accounts listed,
+    and whether every page was read (only then are the accounts not listed gone)."""
+
+    owner: str
+    direction: str
+    listed: frozenset[str]
+    complete: bool
 
 
 def _us(moment: datetime) -> int:
@@ -128,14 +141,24 @@ class CrawlStore:
     async def record(self, *, request: CrawlRequest | None = None, status: str = "done", detail: str | None = None,
                      fetched: Sequence[tuple[str, str]] = (), crawl_id: str | None = None,
                      discoveries: Sequence[Discovery] = (), follow_ups: Sequence[str] = (), found: int = 0,
-                     pages: int = 0, at_us: int) -> None:
+                     pages: int = 0, edges: Sequence[EdgeRead] = (), at_us: int) -> None:
         """In one transaction: profiles fetched (``(did, request id)``), the accounts a crawl
         judged, the ids of the follow-up requests sent for crawl ``crawl_id`` (members of it when
         a command started it), and how ``request`` ended (with the accounts it ``found`` and the
-        ``pages`` it read)."""
+        ``pages`` it read), and the follower and follow lists read (``edges``: what each list
+        holds now, and whether it was read whole)."""
         at = _at(at_us)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            for read in edges:
+                if read.complete:
+                    await conn.execute("DELETE FROM crawl_edges WHERE owner = %s AND direction = %s "
+                                       "AND NOT (other = ANY(%s::text[]))", (read.owner, read.direction, sorted(read.listed)))
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO crawl_edges (owner, direction, other, seen_at) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (owner, direction, other) DO UPDATE SET seen_at = EXCLUDED.seen_at",
+                        [(read.owner, read.direction, other, at) for other in sorted(read.listed)])
             if follow_ups and crawl_id is not None:
                 await conn.execute(
                     "INSERT INTO crawl_members (crawl_id, request_id) SELECT %s, unnest(%s::text[]) "
@@ -166,6 +189,13 @@ class CrawlStore:
                 )
 
         await self._run(work)
+
+    async def known_edges(self, owner: str, direction: str) -> set[str]:
+        """The accounts the crawl last saw in ``owner``'s list ``direction``."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+            cur = await conn.execute("SELECT other FROM crawl_edges WHERE owner = %s AND direction = %s", (owner, direction))
+            return {row[0] for row in await cur.fetchall()}
+        return await self._run(work)
 
     # -- crawls started by a command ------------------------------------------------------------
 

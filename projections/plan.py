@@ -220,6 +220,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "links": ("post_uri", "position"),
     "media": ("post_uri", "position"),
     "growth_actions": ("record_uri",),
+    "observed_follows": ("did", "subject_did"),
 }
 """The primary key of each table the plan has rows for: rows are sorted (and applied) by it."""
 
@@ -256,6 +257,12 @@ class BatchPlan:
     activity: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     users: dict[str, UserPatch] = field(default_factory=dict)
+    observed_lost: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
+    """Observed edges (follower, followed) a crawl found gone, stored before this batch → when,
+    and the loss's event id: deleted before ``rows["observed_follows"]`` are inserted; a loss
+    when a row was there."""
+    observed_lost_here: list[tuple[str, str, datetime, str]] = field(default_factory=list)
+    """Edges observed and then found gone within this batch: losses whatever the table holds."""
 
     def user(self, did: str) -> UserPatch:
         patch = self.users.get(did)
@@ -310,6 +317,8 @@ PROJECTED_TYPES: frozenset[type] = frozenset(
         ev.ProfileRemoved,
         ev.ProfileEnriched,
         ev.GrowthActionTaken,
+        ev.FollowObserved,
+        ev.FollowLost,
     }
 )
 """The domain event types :func:`plan_batch` projects; others are dead-lettered, not dropped."""
@@ -352,6 +361,7 @@ def plan_batch(events: Sequence[Any]) -> BatchPlan:
     activity: dict[str, dict[str, Any]] = {}
     candidates: dict[tuple[str, str], dict[str, Any]] = {}
     growth_actions: dict[str, dict[str, Any]] = {}
+    observed: dict[tuple[str, str], dict[str, Any]] = {}
 
     for event in events:
         family = _FAMILY_OF.get(type(event))
@@ -394,12 +404,24 @@ def plan_batch(events: Sequence[Any]) -> BatchPlan:
             _plan_appview_profile(plan.user(event.did), event)
         elif isinstance(event, ev.GrowthActionTaken):
             growth_actions.setdefault(event.record_uri, _growth_action_row(event))
+        elif isinstance(event, ev.FollowObserved):
+            observed.setdefault((event.did, event.subject_did),
+                                {"did": event.did, "subject_did": event.subject_did, "observed_at": _time(event),
+                                 "event_id": event.id})
+        elif isinstance(event, ev.FollowLost):
+            edge = (event.did, event.subject_did)
+            if edge in observed:  # observed earlier in this batch: gone again, whatever was stored
+                del observed[edge]
+                plan.observed_lost_here.append((*edge, _time(event), event.id))
+            else:
+                plan.observed_lost.setdefault(edge, (_time(event), event.id))
         # Other types never get here: the writer dead-letters them (see unprojectable).
 
     for family, records in histories.items():
         _PLANNERS[family](plan, family, records)
 
     plan.rows["growth_actions"] = list(growth_actions.values())
+    plan.rows["observed_follows"] = list(observed.values())
     plan.activity = [activity[key] for key in sorted(activity)]
     plan.candidates = [candidates[key] for key in sorted(candidates)]
     for table, rows in plan.rows.items():

@@ -293,7 +293,8 @@ async def user_profile(
     conn: Conn, actor: str, *, now: datetime, recent: int = 20
 ) -> dict[str, Any] | None:
     """One account by DID or handle: its ``users`` row (profile, status, counts, first and last
-    seen, strategies), ``candidates`` (decisions with reasons), ``follower_gain_24h``,
+    seen, strategies), ``candidates`` (decisions with reasons), ``follower_gain_24h``, ``graph``
+    (distinct followers and follows: the firehose's ``follows`` and the crawl's ``observed_follows``),
     ``recent_activity``, ``growth_actions`` (what the engine did towards it) and
     ``recent_posts`` (at most ``recent`` each); ``None`` if unknown."""
     _aware("now", now)
@@ -324,6 +325,15 @@ async def user_profile(
     )
     assert gain is not None
     user["follower_gain_24h"] = {**gain, "net": gain["gained"] - gain["lost"]}
+    graph = await _one(
+        conn,
+        "SELECT (SELECT count(*) FROM (SELECT did FROM follows WHERE subject_did = %(did)s UNION "
+        "SELECT did FROM observed_follows WHERE subject_did = %(did)s) f) AS followers, "
+        "(SELECT count(*) FROM (SELECT subject_did FROM follows WHERE did = %(did)s UNION "
+        "SELECT subject_did FROM observed_follows WHERE did = %(did)s) f) AS follows",
+        params,
+    )
+    user["graph"] = graph
     user["recent_activity"] = await _all(
         conn,
         "SELECT occurred_at, collection, operation FROM activity_events "

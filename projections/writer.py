@@ -40,7 +40,7 @@ import base64
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -208,6 +208,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("repost_count", BIGINT), ("reply_count", BIGINT), ("quote_count", BIGINT),
     ),
     "follower_gains_hourly": (("did", TEXT), ("hour", TS), ("gained", BIGINT), ("lost", BIGINT)),
+    "observed_follows": (("did", TEXT), ("subject_did", TEXT), ("observed_at", TS), ("event_id", UUID)),
     "growth_actions": (
         ("record_uri", TEXT), ("did", TEXT), ("action", TEXT), ("subject_did", TEXT), ("subject_uri", TEXT),
         ("reason", TEXT), ("occurred_at", TS),
@@ -322,6 +323,13 @@ SQL: dict[str, str] = {
     "follows.delete": delete_sql("follows", "uri", "t.uri, t.did, t.subject_did"),
     "follows.insert": insert_sql("follows", returning="t.uri, t.did, t.subject_did, t.created_at"),
     "follow_events.insert": insert_sql("follow_events", returning="t.subject_did, t.kind, t.occurred_at"),
+    "observed_follows.insert": insert_sql("observed_follows"),
+    # edges (did, subject_did) a crawl found gone, or the firehose showed unfollowed: locked in key order
+    "observed_follows.delete": (
+        "WITH gone AS (SELECT o.ctid FROM observed_follows o JOIN json_to_recordset(%s::json) AS r(did text, subject_did text) "
+        "ON o.did = r.did AND o.subject_did = r.subject_did ORDER BY o.did, o.subject_did FOR UPDATE OF o) "
+        "DELETE FROM observed_follows t USING gone WHERE t.ctid = gone.ctid RETURNING t.did, t.subject_did"
+    ),
     "blocks.delete": delete_sql("blocks", "uri", "t.uri"),
     "blocks.insert": insert_sql("blocks", returning="t.uri"),
     "posts.delete": delete_sql("posts", "uri", "t.did"),
@@ -459,6 +467,10 @@ class _Deltas:
 LIKE, REPOST, REPLY, QUOTE = range(4)
 
 
+def _pairs(edges: Mapping[tuple[str, str], Any]) -> list[dict[str, str]]:
+    return [{"did": did, "subject_did": subject} for did, subject in sorted(edges)]
+
+
 def _follow_change(event_id: str, did: str, subject: str, kind: str, moment: datetime) -> dict[str, Any]:
     return {"event_id": event_id, "did": did, "subject_did": subject, "kind": kind, "occurred_at": moment}
 
@@ -530,6 +542,9 @@ class _Writer:
                  await self.send(SQL["follows.insert"], (_json(round_.rows),), "follows") if round_.rows else None)
                 for round_ in plan.follow_rounds
             ]
+            lost = (await self.send(SQL["observed_follows.delete"], (_json(_pairs(plan.observed_lost)),), "observed_follows")
+                    if plan.observed_lost else None)
+            await self.rows_of("observed_follows", "observed_follows.insert")
             await self.removed("blocks")
             await self.rows_of("blocks", "blocks.insert")
             removed_posts = plan.removed_uris("posts")
@@ -578,10 +593,22 @@ class _Writer:
                 user(follower).follows += 1
                 user(subject).followers += 1
                 changes.append(_follow_change(event_ids[uri], follower, subject, "follow", created_at))
+        # an observed edge a crawl found gone is an unfollow (the ledger counts it once); one the
+        # firehose showed unfollowed is forgotten, so a later crawl does not count it again
+        for follower, subject in await self.result(lost):
+            moment, event_id = plan.observed_lost[(follower, subject)]
+            changes.append(_follow_change(event_id, follower, subject, "unfollow", moment))
+        for follower, subject, moment, event_id in plan.observed_lost_here:
+            changes.append(_follow_change(event_id, follower, subject, "unfollow", moment))
+        unfollowed = sorted({(c["did"], c["subject_did"]) for c in changes if c["kind"] == "unfollow"}
+                            - set(plan.observed_lost) - {(d, s) for d, s, _, _ in plan.observed_lost_here})
 
         # 2. The event-id ledgers' consequences: accumulate only what the ledgers had not recorded yet.
         patterns = _activity_patterns(plan.activity, await self.result(activity))
         async with self.conn.pipeline():
+            if unfollowed:
+                await self.send(SQL["observed_follows.delete"], (_json([{"did": d, "subject_did": s} for d, s in unfollowed]),),
+                                "observed_follows")
             if changes:
                 changes.sort(key=lambda change: change["event_id"])
                 follow_events = await self.send(SQL["follow_events.insert"], (_json(changes),), "follow_events")

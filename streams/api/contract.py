@@ -323,9 +323,18 @@ class AppViewCounts(Shape):
     fetched_at: datetime
 
 
+class GraphCounts(Shape):
+    """Distinct accounts in the graph this engine knows: follows the firehose showed being made,
+    and edges a crawl observed (``bge crawl graph``, snowball pages)."""
+
+    followers: int
+    follows: int
+
+
 class Counts(Shape):
     observed: ObservedCounts
     appview: AppViewCounts | None
+    graph: GraphCounts
 
 
 class CandidateDecision(Shape):
@@ -413,7 +422,7 @@ class UserDetail(Shape):
             **user,
             "profile": user,
             "status": user,
-            "counts": {"observed": observed, "appview": appview},
+            "counts": {"observed": observed, "appview": appview, "graph": user["graph"]},
             "activity_pattern": heatmap,
         })
 

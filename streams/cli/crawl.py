@@ -7,6 +7,7 @@ AppView's rate-limit headers and the breaker. Commands::
     bge crawl snowball --seed alice.bsky.social --degrees 2 --max-users 500
     bge crawl search "#buildinpublic" indie --min-likes 20
     bge crawl interactions --actor alice.bsky.social --posts 10
+    bge crawl graph --accounts accounts.txt | --known [--limit N] [--pages N]
     bge crawl profiles --stale-after 7d [--limit N]
     bge crawl status [ID]          # a live progress bar on a terminal, JSON when piped
     bge crawl cancel ID
@@ -45,6 +46,7 @@ from domain.crawl import (
     CrawlConfig,
     CrawlRequest,
     SnowballConfig,
+    graph_requests,
     interactions_request,
     profile_requests,
     search_requests,
@@ -101,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     interactions = starter("interactions", "everyone who liked, reposted or replied to an account's recent posts")
     interactions.add_argument("--actor", required=True, metavar="HANDLE_OR_DID")
     interactions.add_argument("--posts", type=int, default=None, help="recent posts to read (default: the config's)")
+    graph = starter("graph", "read the follower and follow lists of accounts: their edges become events")
+    accounts = graph.add_mutually_exclusive_group(required=True)
+    accounts.add_argument("--accounts", type=argparse.FileType("r"), metavar="FILE",
+                          help="handles or DIDs, one per line ('-': standard input)")
+    accounts.add_argument("--known", action="store_true", help="the accounts the projection knows (users)")
+    graph.add_argument("--limit", type=int, default=1000, help="with --known: accounts at most, the most followed first")
+    graph.add_argument("--pages", type=int, default=10, help="pages of each list (100 accounts a page; default 10)")
     profiles = starter("profiles", "fetch the profiles of known accounts not fetched within a period")
     profiles.add_argument("--stale-after", type=parse_duration, default=parse_duration("7d"), metavar="DURATION",
                           help="refetch profiles older than this: 12h, 7d, 2w (default 7d)")
@@ -143,6 +152,10 @@ def _requests(args: argparse.Namespace, config: CrawlConfig, label: str, now_us:
         request = interactions_request(args.actor, config.interactions.model_copy(update={"max_posts": posts}),
                                        label=label, requested_at_us=now_us, origin="bge crawl interactions")
         return [request], {"actor": args.actor, "posts": posts}
+    if args.command == "graph":
+        graph = list(graph_requests(known, label=label, max_pages=args.pages, page_size=100, requested_at_us=now_us,
+                                    origin="bge crawl graph"))
+        return graph, {"accounts": len(graph), "pages": args.pages}
     requests = list(profile_requests(known, label=label, refresh_after_us=int(args.stale_after * 1e6),
                                      requested_at_us=now_us, origin="bge crawl profiles"))
     return requests, {"stale_after_s": args.stale_after, "accounts": len(requests)}
@@ -164,16 +177,38 @@ async def _stale_accounts(settings: Settings, stale_after_s: float, limit: int) 
         return [row[0] for row in await cur.fetchall()]
 
 
+async def _known_accounts(settings: Settings, limit: int) -> list[str]:
+    """The accounts of the projection (``users``), the most followed first."""
+    from projections import connect
+
+    async with await connect(settings.database_url, settings.db_schema) as conn:
+        cur = await conn.execute("SELECT did FROM users ORDER BY greatest(follower_count, coalesce(appview_followers_count, 0)) "
+                                 "DESC, did LIMIT %s", (limit,))
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def _accounts(settings: Settings, args: argparse.Namespace) -> Sequence[str]:
+    """The accounts a profiles or graph crawl covers (handles are resolved by the crawler)."""
+    if args.command == "profiles":
+        return await _stale_accounts(settings, args.stale_after, args.limit)
+    if args.command == "graph":
+        if args.known:
+            return await _known_accounts(settings, args.limit)
+        return [line.strip() for line in args.accounts if line.strip() and not line.startswith("#")]
+    return ()
+
+
 async def start(settings: Settings, args: argparse.Namespace, out: IO[str]) -> str | None:
     """Record and send the crawl ``args`` describe; returns its id (None: nothing to do)."""
     config = load_crawl_config(settings.crawl_config_file)
     now_us = time.time_ns() // 1000
     label = args.label or datetime.now(UTC).strftime("%Y-%m-%d")
     async with CrawlStore(settings.database_url, settings.crawl_schema) as store:
-        known = await _stale_accounts(settings, args.stale_after, args.limit) if args.command == "profiles" else ()
+        known = await _accounts(settings, args)
         requests, recorded = _requests(args, config, label, now_us, known)
         if not requests:
-            out.write("nothing to crawl: every known account's profile is fresh\n")
+            out.write("nothing to crawl: " + ("every known account's profile is fresh\n" if args.command == "profiles"
+                                              else "no accounts\n"))
             return None
         crawl_id = requests[0].id
         members = [(r.id, getattr(r, "did", None) if args.command == "profiles" else None) for r in requests]

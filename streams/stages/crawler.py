@@ -4,7 +4,12 @@
 Everything it sends goes through the worker's :class:`~streams.kafka.clients.Sender`, an
 :class:`~streams.kafka.clients.Outbox` per unit of work, and is awaited until Kafka
 acknowledged it. AppView calls answer a ``Result`` (:mod:`streams.adapters.atproto` turns the
-exceptions into ``XrpcError`` failures); the steps below ``match`` on them.
+exceptions into ``XrpcError`` failures); the steps below ``match`` on them. The follower and
+follow lists a step reads also become edge events (``FollowObserved``, ``FollowLost``), diffed
+against the lists the crawl read before (``crawl_edges``).
+
+One module of about 530 lines: the crawler's steps (snowball, search, interactions, graph,
+profiles, growth actions) share its retrying, sending and bookkeeping.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from returns.result import Failure, Result, Success
 
-from domain.appview import PostView, thread_replies
+from domain.appview import GetFollowersOutput, GetFollowsOutput, PostView, thread_replies
 from domain.crawl import (
+    FOLLOWERS,
+    FOLLOWS,
+    CollectGraph,
     CollectInteractions,
     CrawlConfig,
     CrawlRequest,
@@ -30,7 +37,6 @@ from domain.crawl import (
     EnrichProfile,
     ExpandSnowball,
     Interaction,
-    Neighbour,
     RunGrowthActions,
     SearchPopular,
     StartSnowball,
@@ -41,6 +47,7 @@ from domain.crawl import (
     expansion_request,
     interaction_candidates,
     new_neighbours,
+    observed_graph,
     popular_search_candidates,
     profile_enriched,
     profiles_to_fetch,
@@ -48,8 +55,8 @@ from domain.crawl import (
     snowball_step,
 )
 from domain.events import DomainEvent, encode, partition_key
-from domain.identity import SourceCoordinates
-from projections.crawl_store import CrawlStore
+from domain.identity import Source, SourceCoordinates
+from projections.crawl_store import CrawlStore, EdgeRead
 from streams.adapters.atproto import AppViewClient, XrpcError, collect_pages
 from streams.config import Settings
 from streams.topology import Header, Topic
@@ -231,6 +238,8 @@ class Crawler:
                 return await self._search(request)
             case CollectInteractions():
                 return await self._interactions(request, coordinates)
+            case CollectGraph():
+                return await self._collect_graph(request, coordinates)
             case RunGrowthActions():
                 return await self._growth_actions(request)
         return await self._finish(request, "skipped", "unknown kind")
@@ -361,11 +370,13 @@ class Crawler:
         known, kept = await self._memory(request.crawl_id)
         if kept >= params.max_users:
             return await self._finish(request, "skipped", "max_users reached")
-        match await self._neighbours(request, known):
+        match await self._lists(request.did, params.pages_per_user, params.page_size):
             case Failure() as failed:
                 return failed
-            case Success((neighbours, pages)):
-                pass
+            case Success((follower_pages, follow_pages)):
+                neighbours = new_neighbours(request.did, [p for page in follower_pages for p in page.followers],
+                                            [p for page in follow_pages for p in page.follows], known)
+                pages = len(follower_pages) + len(follow_pages)
         match await self._retrying(lambda: self.appview.profiles([n.did for n in neighbours])):
             case Failure() as failed:
                 return failed
@@ -374,36 +385,60 @@ class Crawler:
         now = self._now_us()
         source = crawl_source(request.id, request.did, now, coordinates)
         step = snowball_step(request, neighbours, {p.did: p for p in profiles}, kept, source, now)
-        await self._send_all([*step.profiles, *step.candidates], step.expansions)
+        edges, reads = await self._graph(request.did, follower_pages, follow_pages, source)
+        await self._send_all([*step.profiles, *step.candidates, *edges], step.expansions)
         await self.store.record(request=request, detail=f"{len(step.candidates)} kept of {len(neighbours)} new",
                                 fetched=[(p.did, request.id) for p in profiles], crawl_id=request.crawl_id,
                                 discoveries=step.discoveries, follow_ups=[e.id for e in step.expansions],
-                                found=len(step.candidates), pages=pages + -(-len(neighbours) // 25), at_us=now)
+                                found=len(step.candidates), pages=pages + -(-len(neighbours) // 25), edges=reads,
+                                at_us=now)
         self._remember(request.crawl_id, step.discoveries)
         self.stats.profiles += len(step.profiles)
         self.stats.candidates += len(step.candidates)
         self.stats.expansions += len(step.expansions)
         return Success(None)
 
-    async def _neighbours(self, request: ExpandSnowball, known: set[str]) -> Result[tuple[list[Neighbour], int], XrpcError]:
-        """The accounts next to ``request.did`` (followers, then follows) not judged yet, and
-        the pages read to find them."""
-        params = request.params
-        match await self._retrying(lambda: collect_pages(self.appview.followers(
-                request.did, limit=params.page_size, max_pages=params.pages_per_user))):
+    async def _lists(self, did: str, max_pages: int,
+                     page_size: int) -> Result[tuple[list[GetFollowersOutput], list[GetFollowsOutput]], XrpcError]:
+        """The pages of ``did``'s follower list, then of its follow list."""
+        match await self._retrying(lambda: collect_pages(self.appview.followers(did, limit=page_size, max_pages=max_pages))):
             case Failure() as failed:
                 return failed
             case Success(follower_pages):
                 pass
-        match await self._retrying(lambda: collect_pages(self.appview.follows(
-                request.did, limit=params.page_size, max_pages=params.pages_per_user))):
+        follows = await self._retrying(lambda: collect_pages(self.appview.follows(did, limit=page_size, max_pages=max_pages)))
+        return follows.map(lambda follow_pages: (follower_pages, follow_pages))
+
+    async def _graph(self, owner: str, follower_pages: Sequence[GetFollowersOutput],
+                     follow_pages: Sequence[GetFollowsOutput], source: Source) -> tuple[list[DomainEvent], list[EdgeRead]]:
+        """The edge events of ``owner``'s two lists as read now, against what the crawl saw
+        before (:func:`domain.crawl.observed_graph`), and the reads to remember."""
+        events: list[DomainEvent] = []
+        reads: list[EdgeRead] = []
+        for direction, pages in ((FOLLOWERS, follower_pages), (FOLLOWS, follow_pages)):
+            listed = frozenset(p.did for page in pages for p in (page.followers if direction == FOLLOWERS else page.follows))
+            last = pages[-1] if pages else None
+            complete = last is None or last.cursor is None or not (last.followers if direction == FOLLOWERS else last.follows)
+            change = observed_graph(owner, direction, listed, complete, await self.store.known_edges(owner, direction),
+                                    source)
+            events += change.events
+            reads.append(EdgeRead(owner, direction, listed, complete))
+        return events, reads
+
+    async def _collect_graph(self, request: CollectGraph, coordinates: SourceCoordinates) -> Done:
+        match await self._lists(request.did, request.max_pages, request.page_size):
             case Failure() as failed:
                 return failed
-            case Success(follow_pages):
+            case Success((follower_pages, follow_pages)):
                 pass
-        return Success((new_neighbours(request.did, list(chain.from_iterable(p.followers for p in follower_pages)),
-                                       list(chain.from_iterable(p.follows for p in follow_pages)), known),
-                        len(follower_pages) + len(follow_pages)))
+        now = self._now_us()
+        owner = follower_pages[0].subject.did if follower_pages else request.did  # the request may name a handle
+        edges, reads = await self._graph(owner, follower_pages, follow_pages, crawl_source(request.id, owner, now, coordinates))
+        await self._send_all(edges)
+        listed = sum(len(read.listed) for read in reads)
+        await self.store.record(request=request, detail=f"{listed} edges read, {len(edges)} new or gone",
+                                found=listed, pages=len(follower_pages) + len(follow_pages), edges=reads, at_us=now)
+        return Success(None)
 
     # -- popular search -----------------------------------------------------------------------
 

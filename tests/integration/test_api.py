@@ -132,6 +132,7 @@ async def test_a_user_is_found_by_did_or_handle_with_counts_reasons_and_activity
                                           "reposts_received": 1, "replies_received": 0, "quotes_received": 0}
     assert data["counts"]["appview"] | {"fetched_at": None} == {"followers": 150, "follows": None, "posts": None,
                                                                  "labels": [], "fetched_at": None}
+    assert data["counts"]["graph"] == {"followers": 5, "follows": 0}  # no crawl observed more
     assert data["strategies"] == ["interests"]
     assert [(c["strategy"], c["score"], c["reasons"], c["source_did"]) for c in data["candidates"]] == [
         ("interests", 0.9, ["posts about #growth"], FANS[0])]

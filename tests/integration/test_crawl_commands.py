@@ -15,10 +15,11 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from domain.crawl import CrawlConfig, SnowballConfig
-from projections import migrate
+from projections import apply_batch, connect, migrate
 from streams.cli import crawl as crawl_cli
 from streams.config import Settings
 from streams.stages.crawl import run_crawl
+from streams.topology import Topic
 from tests.integration.crawl_support import (
     PASSWORD,
     appview_client,
@@ -32,6 +33,7 @@ from tests.integration.crawl_support import (
     standin,  # noqa: F401 - fixture
     store_factory,  # noqa: F401 - fixture
 )
+from tests.integration.ingest_support import read_all
 
 SEED = "judy.test"
 BOUNDS = {"max_followers": 10, "min_followers": 1, "page_size": 3, "pages_per_user": 20}
@@ -190,3 +192,42 @@ async def test_bge_actions_is_a_dry_run_unless_applied_and_acts_once_per_subject
     assert code == 0 and len(follows) == 3 and len(set(follows)) == 3, output  # the cap counts the day: one more
     unset = cli.model_copy(update={"atproto_identifier": None})
     assert (await bge_actions(unset, "like-mentions"))[0] == 2
+
+
+async def test_bge_crawl_graph_turns_edges_into_events_and_a_later_read_finds_an_unfollow(
+        settings, standin, sender, store_factory, unique, tmp_path, database_url) -> None:
+    graph = standin.graph
+    alice = graph.resolve("alice.test")
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("# accounts to map\nalice.test\n")
+    cli = cli_settings(settings, unique, tmp_path)
+    code, output = await bge_crawl(cli, "graph", "--accounts", str(accounts), "--pages", "50", "--label", "g1")
+    assert code == 0 and "1 request sent" in output, output
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    expected = {(f, alice["did"]) for f in graph.followers(alice["did"])} | {(alice["did"], s) for s in graph.following(alice["did"])}
+    events = await growth_events(cli)
+    assert {(x["did"], x["subject_did"]) for x in of_schema(events, "FollowObserved")} == expected
+    assert (await status_of(cli, crawl_id_of(output)))["accounts_found"] == len(expected)
+
+    # a follower unfollows alice; the next read of the whole list finds it gone
+    gone = graph.followers(alice["did"])[0]
+    graph.follows = [edge for edge in graph.follows if not (edge["author"] == gone and edge["subject"] == alice["did"])]
+    graph.reindex()
+    code, output = await bge_crawl(cli, "graph", "--accounts", str(accounts), "--pages", "50", "--label", "g2")
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    events = await growth_events(cli)
+    assert [(x["did"], x["subject_did"]) for x in of_schema(events, "FollowLost")] == [(gone, alice["did"])]
+    assert len(of_schema(events, "FollowObserved")) == len(expected)  # nothing new was observed twice
+
+    projection = f"proj_{unique}_graph"
+    await migrate(database_url, projection)
+    try:
+        async with await connect(database_url, projection) as conn:
+            await apply_batch(conn, "projector", await read_all(cli, Topic.GROWTH_EVENTS))
+            edges = set(await (await conn.execute("SELECT did, subject_did FROM observed_follows")).fetchall())
+            assert edges == expected - {(gone, alice["did"])}
+            unfollows = await (await conn.execute("SELECT did, subject_did, kind FROM follow_events")).fetchall()
+            assert unfollows == [(gone, alice["did"], "unfollow")]
+    finally:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))

@@ -413,6 +413,40 @@ async def test_growth_actions_are_recorded_once(conn) -> None:  # noqa: F811
     assert rows == [("did:plc:engine", "like", BOB, f"at://{BOB}/app.bsky.feed.post/3p", "popular post", NOW)]
 
 
+async def test_observed_edges_give_the_graph_a_base_and_a_crawled_loss_is_an_unfollow_once(conn) -> None:  # noqa: F811
+    from domain.crawl import FOLLOWERS, crawl_source, observed_graph
+
+    e, offsets = Events(), Offsets()
+    at = int(NOW.timestamp() * 1e6)
+    first = observed_graph(ALICE, FOLLOWERS, [BOB, CAROL, DAVE], True, set(), crawl_source("r1", ALICE, at))
+    await apply_batch(conn, CONSUMER, offsets.messages(first.events))
+    rows = await (await conn.execute("SELECT did, subject_did, observed_at FROM observed_follows ORDER BY did")).fetchall()
+    assert rows == [(BOB, ALICE, NOW), (CAROL, ALICE, NOW), (DAVE, ALICE, NOW)]
+    assert await scalar(conn, "SELECT count(*) FROM follow_events") == 0  # an observation is no gain
+
+    # a later read of the whole list without BOB: a loss, counted once even if delivered twice
+    later = NOW + timedelta(hours=2)
+    second = observed_graph(ALICE, FOLLOWERS, [CAROL, DAVE], True, {BOB, CAROL, DAVE},
+                            crawl_source("r2", ALICE, int(later.timestamp() * 1e6)))
+    assert [(x.did, x.subject_did) for x in second.lost] == [(BOB, ALICE)]
+    await apply_batch(conn, CONSUMER, offsets.messages([*second.events, *second.events]))
+    await apply_batch(conn, CONSUMER, offsets.messages(second.events))
+    assert await scalar(conn, "SELECT count(*) FROM observed_follows") == 2
+    assert await (await conn.execute("SELECT did, kind, occurred_at FROM follow_events")).fetchall() == [(BOB, "unfollow", later)]
+    assert await (await conn.execute("SELECT did, gained, lost FROM follower_gains_hourly")).fetchall() == [(ALICE, 0, 1)]
+
+    # CAROL's follow seen on the firehose and undone there: the observed edge is forgotten, so a
+    # crawl finding it gone later does not count the unfollow a second time
+    follow = e.follow(CAROL, ALICE)
+    await apply_batch(conn, CONSUMER, offsets.messages([follow, e.removal(follow, later)]))
+    third = observed_graph(ALICE, FOLLOWERS, [DAVE], True, {CAROL, DAVE},
+                           crawl_source("r3", ALICE, int((later + timedelta(hours=1)).timestamp() * 1e6)))
+    await apply_batch(conn, CONSUMER, offsets.messages(third.events))
+    kinds = await (await conn.execute("SELECT did, kind FROM follow_events ORDER BY occurred_at, kind")).fetchall()
+    assert sorted(kinds) == [(BOB, "unfollow"), (CAROL, "follow"), (CAROL, "unfollow")]
+    assert await (await conn.execute("SELECT did, subject_did FROM observed_follows")).fetchall() == [(DAVE, ALICE)]
+
+
 def test_every_domain_event_type_has_a_projection() -> None:
     missing = {event_type.__name__ for event_type in ev.EVENT_TYPES} - {t.__name__ for t in PROJECTED_TYPES}
     assert not missing, f"teach projections.plan to project {sorted(missing)}"

@@ -101,7 +101,8 @@ def test_a_user_answer_conforms_to_its_documented_shape(document: dict[str, Any]
              "reposts_received": 0, "replies_received": 0, "quotes_received": 0, "strategies": ["interests"],
              "candidates": [{"strategy": "interests", "score": 1.0, "reasons": ["r"], "subject_uri": None,
                              "source_did": "did:plc:y", "first_seen_at": when, "last_seen_at": when}],
-             "follower_gain_24h": {"gained": 1, "lost": 0, "net": 1}, "recent_activity": [], "growth_actions": [],
+             "follower_gain_24h": {"gained": 1, "lost": 0, "net": 1}, "graph": {"followers": 1, "follows": 2},
+             "recent_activity": [], "growth_actions": [],
              "recent_posts": [], "an_unknown_column": "left out"}
     heatmap = {"did": "did:plc:x", "total": 0, "grid": [[0] * 24 for _ in range(7)], "peak": None}
     answer = UserDetail.from_rows(user, heatmap).model_dump(mode="json")

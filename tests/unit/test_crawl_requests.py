@@ -31,8 +31,10 @@ from domain.crawl import (
     encode_request,
     enrichment_decision,
     expansion_request,
+    graph_requests,
     growth_actions_request,
     interactions_request,
+    profile_requests,
     search_requests,
     snowball_params,
     snowball_request,
@@ -56,6 +58,8 @@ def every_kind_of_request() -> list:
         *search_requests(SearchConfig(), label="run-1", requested_at_us=T),
         interactions_request("alice.test", InteractionsConfig(), label="run-1", requested_at_us=T),
         growth_actions_request(["like_mentions", "follow_back"], run="2026-07-04", requested_at_us=T),
+        *graph_requests([ALICE], label="run-1", max_pages=5, page_size=100, requested_at_us=T),
+        *profile_requests([ALICE], label="run-1", refresh_after_us=3_600_000_000, requested_at_us=T),
     ]
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
-from domain.appview import FeedViewPost, Notification, PostView, ProfileView, ProfileViewDetailed
+from domain.appview import (
+    FeedViewPost,
+    Notification,
+    PostView,
+    ProfileView,
+    ProfileViewDetailed,
+)
 from domain.crawl import (
     DAY_US,
+    FOLLOWERS,
+    FOLLOWS,
     POPULAR_SEARCH,
     POST_INTERACTIONS,
     SNOWBALL,
@@ -30,6 +39,7 @@ from domain.crawl import (
     interaction_candidates,
     interactions_request,
     new_neighbours,
+    observed_graph,
     plan_follow_back,
     plan_like_mentions,
     popular_search_candidates,
@@ -257,3 +267,21 @@ def test_like_mentions_plans_recent_mentions_by_others_within_the_cap() -> None:
 def test_daily_caps_count_from_midnight_utc() -> None:
     assert day_start_us(T) == 1_783_123_200_000_000  # 2026-07-04T00:00:00Z
     assert day_start_us(day_start_us(T)) == day_start_us(T)
+
+
+# --- the observed graph ----------------------------------------------------------------------
+
+
+def test_a_list_read_gives_events_for_new_edges_and_for_edges_gone_only_when_read_whole() -> None:
+    source = crawl_source("req-graph", did(0), 1_783_175_888_000_000)
+    known = {did(1), did(2)}
+    change = observed_graph(did(0), FOLLOWERS, [did(2), did(3), did(0), did(3)], True, known, source)
+    assert [(e.did, e.subject_did) for e in change.observed] == [(did(3), did(0))]  # followers end at the owner
+    assert [(e.did, e.subject_did) for e in change.lost] == [(did(1), did(0))]
+    assert observed_graph(did(0), FOLLOWERS, [did(2), did(3)], False, known, source).lost == ()  # pages left unread
+    follows = observed_graph(did(0), FOLLOWS, [did(4)], True, set(), source)
+    assert [(e.did, e.subject_did) for e in follows.observed] == [(did(0), did(4))]  # follows start there
+    again = observed_graph(did(0), FOLLOWERS, [did(2), did(3)], True, known, source)
+    assert [e.id for e in again.events] == [e.id for e in change.events]  # a replayed request: the same events
+    with pytest.raises(ValueError, match="direction"):
+        observed_graph(did(0), "friends", [], True, set(), source)

@@ -47,13 +47,15 @@ def every_kind_of_event(raws: list[bytes] = RAWS) -> list[ev.DomainEvent]:
 def crawl_events() -> list[ev.DomainEvent]:
     """The events of the AppView crawl (domain.crawl), which no Jetstream event yields."""
     from domain.appview import ProfileViewDetailed
-    from domain.crawl import PlannedAction, crawl_source, growth_action_event, profile_enriched
+    from domain.crawl import FOLLOWERS, PlannedAction, crawl_source, growth_action_event, observed_graph, profile_enriched
 
     profile = ProfileViewDetailed(did=b.BOB, handle="bob.test", display_name="Bob", followers_count=3,
                                   follows_count=2, posts_count=9)
     follow = PlannedAction(action="follow", subject=b.BOB, subject_did=b.BOB, reason="bob follows us")
+    graph = observed_graph(b.BOB, FOLLOWERS, [b.ALICE], True, {b.CAROL}, crawl_source("req-2", b.BOB, b.TIME_US))
     return [profile_enriched(profile, crawl_source("req-1", b.BOB, b.TIME_US)),
-            growth_action_event(follow, b.ALICE, f"at://{b.ALICE}/app.bsky.graph.follow/3mptbypluud2a", b.TIME_US)]
+            growth_action_event(follow, b.ALICE, f"at://{b.ALICE}/app.bsky.graph.follow/3mptbypluud2a", b.TIME_US),
+            *graph.events]
 
 
 EVENTS = every_kind_of_event()
