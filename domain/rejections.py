@@ -30,6 +30,8 @@ class RejectionCode(StrEnum):
     """Domain event bytes of a known schema whose fields do not validate."""
     INVALID_STATE = "invalid_state"
     """Stored strategy state (see ``growth.decode_*``) that does not validate."""
+    SERVICE_REFUSED = "service_refused"
+    """A crawl request the AppView refused for good (a 4xx, an answer breaking its lexicon)."""
 
 
 @dataclass(frozen=True, slots=True)

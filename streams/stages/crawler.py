@@ -56,6 +56,7 @@ from domain.crawl import (
 )
 from domain.events import DomainEvent, encode, partition_key
 from domain.identity import Source, SourceCoordinates
+from domain.rejections import RejectionCode
 from projections.crawl_store import CrawlStore, EdgeRead
 from streams.adapters.atproto import AppViewClient, XrpcError, collect_pages
 from streams.config import Settings
@@ -214,7 +215,7 @@ class Crawler:
 
     async def _handle(self, request: CrawlRequest, message: Received, span: Span) -> None:
         self.stats.by_kind[request.schema_name] = self.stats.by_kind.get(request.schema_name, 0) + 1
-        if await self.store.status(request.id) is not None:
+        if await self.store.status(request.id) not in (None, "failed"):  # a failed one may be redriven
             self.stats.skipped += 1
             span.set_attribute("skipped", "already executed")
             return
@@ -227,6 +228,7 @@ class Crawler:
                 self.log.warning("crawl request failed", request_id=request.id, kind=request.schema_name,
                                  error=str(error))
                 await self._finish(request, "failed", str(error)[:1000])
+                await self._dead_letter(message, RejectionCode.SERVICE_REFUSED.value, str(error)[:1000], "XrpcError")
 
     async def _execute(self, request: CrawlRequest, coordinates: SourceCoordinates) -> Done:
         match request:
@@ -284,13 +286,13 @@ class Crawler:
         await self.sender.open(*self.topics.names)  # a metadata request the first time only
         return self.sender.outbox()
 
-    async def _dead_letter(self, message: Received, reason: str, text: str) -> None:
+    async def _dead_letter(self, message: Received, reason: str, text: str, error_class: str = "Rejection") -> None:
         self.stats.dead_lettered += 1
         self.stats.dlq_reasons[reason] = self.stats.dlq_reasons.get(reason, 0) + 1
         self.log.warning("crawl request dead-lettered", reason=reason, error=text, offset=message.offset)
         if self.topics.dlq is None:
             return
-        headers = inject_headers(dead_letter_headers(error_class="Rejection", reason=reason, message=text,
+        headers = inject_headers(dead_letter_headers(error_class=error_class, reason=reason, message=text,
                                                      source="kafka", topic=message.topic, partition=message.partition,
                                                      offset=message.offset))
         outbox = await self._outbox()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import time
+from collections import Counter
 from typing import Any
 
 import psycopg
@@ -18,6 +20,7 @@ from domain.crawl import CrawlConfig, SnowballConfig
 from projections import apply_batch, connect, migrate
 from streams.cli import crawl as crawl_cli
 from streams.config import Settings
+from streams.kafka.clients import ensure_topics
 from streams.stages.crawl import run_crawl
 from streams.topology import Topic
 from tests.integration.crawl_support import (
@@ -33,7 +36,8 @@ from tests.integration.crawl_support import (
     standin,  # noqa: F401 - fixture
     store_factory,  # noqa: F401 - fixture
 )
-from tests.integration.ingest_support import read_all
+from tests.integration.ingest_support import kill, read_all, start_bge, wait_until
+from tests.integration.worker_support import free_port
 
 SEED = "judy.test"
 BOUNDS = {"max_followers": 10, "min_followers": 1, "page_size": 3, "pages_per_user": 20}
@@ -231,3 +235,67 @@ async def test_bge_crawl_graph_turns_edges_into_events_and_a_later_read_finds_an
     finally:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
+
+
+async def test_a_request_the_appview_refuses_is_a_failure_in_status_and_a_dead_letter_with_its_reason(
+        settings, standin, sender, store_factory, unique, tmp_path) -> None:
+    cli = cli_settings(settings, unique, tmp_path)
+    standin.fail(status=400, times=1, method="app.bsky.feed.searchPosts")
+    code, output = await bge_crawl(cli, "search", "#art", "--label", "refused")
+    crawl_id = crawl_id_of(output)
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    report = await status_of(cli, crawl_id)
+    assert report["state"] == "done" and report["failed"] == 1 and "400" in report["errors"][0], report
+    (dead,) = await read_all(cli, Topic.GROWTH_DLQ)
+    headers = {name: value.decode() for name, value in dead.headers}
+    assert headers["error_reason"] == "service_refused" and headers["error_class"] == "XrpcError", headers
+    assert "400" in headers["error_message"]
+    assert json.loads(dead.value)["query"] == "#art"  # the request itself, to redrive
+
+
+async def test_a_crawl_survives_kill_9_of_the_worker_and_resumes_without_repeating_finished_pages(
+        settings, standin, store_factory, unique, tmp_path, database_url) -> None:
+    projection = f"proj_{unique}_kill"
+    await migrate(database_url, projection)
+    await ensure_topics(settings)
+    cli = cli_settings(settings, unique, tmp_path, db_schema=projection, crawl_enabled=True,
+                       atproto_rate_limit=12.0, bge_state_dir=tmp_path)
+    code, output = await bge_crawl(cli, "snowball", "--seed", SEED, "--label", "kill")
+    crawl_id = crawl_id_of(output)
+    store = store_factory()
+    await store.open()
+
+    async def expansions_done() -> int:
+        return (await store.crawl_reports(crawl_id))[0]["finished"]
+
+    log = str(tmp_path / "worker.log")
+    worker = start_bge(["worker", "-l", "warn"], cli.model_copy(update={"api_port": free_port()}), log)
+    try:
+        await wait_until(lambda: _at_least(expansions_done, 4), 120, "four requests of the crawl done")
+        kill(worker)
+        halfway = await expansions_done()
+        worker = start_bge(["worker", "-l", "warn"], cli.model_copy(update={"api_port": free_port()}), log)
+
+        async def finished() -> bool:
+            return (await status_of(cli, crawl_id))["state"] == "done"
+
+        await wait_until(finished, 180, "the crawl done after the restart")
+    finally:
+        kill(worker, signal.SIGTERM)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
+    kept, _ = expected_snowball(fixture_graph(), [SEED], max_degree=2, max_users=1000, **BOUNDS)
+    report = await status_of(cli, crawl_id)
+    assert report["accounts_found"] == len(kept) and report["failed"] == 0 and halfway < report["requests"]
+    candidates = of_schema(await growth_events(cli), "CandidateFound", "snowball")
+    assert {e["did"] for e in candidates} == set(kept)
+    # every account's follower list was read from its first page once, but at most the one
+    # request in flight when the worker was killed
+    first_pages = Counter(r.params["actor"][0] for r in standin.requests_for("app.bsky.graph.getFollowers")
+                          if "cursor" not in r.params)
+    repeated = {actor: n for actor, n in first_pages.items() if n > 1}
+    assert len(repeated) <= 1 and all(n == 2 for n in repeated.values()), repeated
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return await count() >= n
