@@ -214,6 +214,14 @@ class CrawlStore:
             return cur.rowcount == 1
         return await self._run(work)
 
+    async def resolve(self, prefix: str) -> str | None:
+        """The id of the one crawl whose id starts with ``prefix`` (None: none, or several)."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
+            cur = await conn.execute("SELECT id FROM crawls WHERE starts_with(id, %s) LIMIT 2", (prefix,))
+            rows = await cur.fetchall()
+            return rows[0][0] if len(rows) == 1 else None
+        return await self._run(work)
+
     async def cancel(self, crawl_id: str, at_us: int) -> bool:
         """Cancel crawl ``crawl_id``: its requests not executed yet are skipped. False when no
         such crawl is running (unknown, or cancelled already)."""

@@ -242,12 +242,12 @@ def progress_of(report: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _table(progress: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="crawls")
+    table = Table(title="crawls (an id's first characters are enough for status and cancel)")
     for column in ("id", "kind", "state", "requests", "pages", "found", "failed", "rate/min", "ETA", "errors"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "errors")
     for p in progress:
-        table.add_row(p["id"], p["kind"], p["state"], f"{p['finished']:,}/{p['requests']:,}", f"{p['pages']:,}",
-                      f"{p['accounts_found']:,}", f"{p['failed']:,}", "" if p["rate_per_min"] is None else f"{p['rate_per_min']:,}",
+        table.add_row(p["id"][:8], p["kind"], p["state"], f"{p['finished']:,}/{p['requests']:,}", f"{p['pages']:,}",
+                      f"{p['accounts_found']:,}", f"{p['failed']:,}", "" if p["rate_per_min"] is None else f"{p['rate_per_min']:,.0f}",
                       "" if p["eta_s"] is None else f"{p['eta_s']:,}s", "; ".join(p["errors"])[:200])
     return table
 
@@ -255,10 +255,13 @@ def _table(progress: Sequence[dict[str, Any]]) -> Table:
 async def status(settings: Settings, crawl_id: str | None, *, out: IO[str], as_json: bool, live: bool,
                  poll_s: float = 1.0) -> int:
     async with CrawlStore(settings.database_url, settings.crawl_schema) as store:
+        if crawl_id is not None:
+            found = await store.resolve(crawl_id)
+            if found is None:
+                sys.stderr.write(f"bge crawl status: no crawl {crawl_id} (or several start so)\n")
+                return 1
+            crawl_id = found
         reports = [progress_of(r, datetime.now(UTC)) for r in await store.crawl_reports(crawl_id)]
-        if crawl_id and not reports:
-            sys.stderr.write(f"bge crawl status: no crawl {crawl_id}\n")
-            return 1
         if as_json:
             out.write(json.dumps(reports[0] if crawl_id else reports, indent=2, default=str) + "\n")
             return 0
@@ -282,6 +285,7 @@ async def status(settings: Settings, crawl_id: str | None, *, out: IO[str], as_j
 
 async def cancel(settings: Settings, crawl_id: str, out: IO[str]) -> int:
     async with CrawlStore(settings.database_url, settings.crawl_schema) as store:
+        crawl_id = await store.resolve(crawl_id) or crawl_id
         if not await store.cancel(crawl_id, time.time_ns() // 1000):
             sys.stderr.write(f"bge crawl cancel: no running crawl {crawl_id}\n")
             return 1
