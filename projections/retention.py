@@ -8,6 +8,13 @@ event ledgers, ``BGE_RETENTION_DAYS_DEAD_LETTERS``, ``BGE_RETENTION_DAYS_HOURLY`
 | event ledgers | ``activity_events``, ``follow_events`` | ``occurred_at`` | 30 days |
 | dead letters | ``dead_letters`` | ``recorded_at`` | 30 days |
 | hourly aggregates | ``follower_gains_hourly`` | ``hour`` | 400 days |
+| the network's records | ``posts`` (``indexed_at``) and their facets (``threads``, ``mentions``, ``hashtags``, ``links``, ``media``), ``likes``, ``reposts``, ``replies``, ``quotes`` | the firehose's time | kept (``BGE_RETENTION_DAYS_RECORDS`` turns it on) |
+
+Pruning records is a trade-off, so it is off unless set: an account's counters (``users``) and a
+post's (``engagement_counts``) keep what they counted, and an unlike, an un-repost or a post
+deletion that arrives after its record was pruned finds nothing to subtract. The graph
+(``follows``, ``observed_follows``, ``blocks``) and lists are never pruned: they are the state an
+unfollow needs.
 
 The event-time families count back from **stream time**: the newest event in the ledgers
 (Jetstream's ``time_us``), never later than the wall clock (:func:`stream_time`). Caught up, that
@@ -42,27 +49,33 @@ FAMILIES: dict[str, tuple[tuple[str, str], ...]] = {
     "ledgers": (("activity_events", "occurred_at"), ("follow_events", "occurred_at")),
     "dead_letters": (("dead_letters", "recorded_at"),),
     "hourly": (("follower_gains_hourly", "hour"),),
+    "records": (("likes", "created_at"), ("reposts", "created_at"), ("replies", "created_at"),
+                ("quotes", "created_at"), ("threads", "indexed_at"), ("mentions", "created_at"),
+                ("hashtags", "created_at"), ("links", "created_at"), ("media", "created_at"),
+                ("posts", "indexed_at")),
 }
 """Each family's tables with the column their age is read from (every one indexed)."""
 
-EVENT_TIME_FAMILIES = frozenset({"ledgers", "hourly"})
+EVENT_TIME_FAMILIES = frozenset({"ledgers", "hourly", "records"})
 """The families aged by event time, counted back from :func:`stream_time`."""
 
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
-    """Days kept per family."""
+    """Days kept per family (``records_days`` None: the records are kept)."""
 
     ledgers_days: float = 30.0
     dead_letters_days: float = 30.0
     hourly_days: float = 400.0
+    records_days: float | None = None
 
     def cutoffs(self, now: datetime, stream_now: datetime | None = None) -> dict[str, datetime]:
         """Per table: rows older than this go. ``now`` is the wall clock, ``stream_now`` the stream
         time the event-time families count back from (``now`` when not given)."""
-        days = {"ledgers": self.ledgers_days, "dead_letters": self.dead_letters_days, "hourly": self.hourly_days}
-        return {table: (stream_now or now if family in EVENT_TIME_FAMILIES else now) - timedelta(days=days[family])
-                for family, tables in FAMILIES.items() for table, _ in tables}
+        days = {"ledgers": self.ledgers_days, "dead_letters": self.dead_letters_days, "hourly": self.hourly_days,
+                "records": self.records_days}
+        return {table: (stream_now or now if family in EVENT_TIME_FAMILIES else now) - timedelta(days=kept)
+                for family, tables in FAMILIES.items() if (kept := days[family]) is not None for table, _ in tables}
 
 
 async def stream_time(conn: psycopg.AsyncConnection[Any], now: datetime) -> datetime:

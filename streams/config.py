@@ -167,6 +167,8 @@ class Settings(BaseSettings):
                                       "follow_events) are kept; longer than growth.events' Kafka retention.")
     bge_retention_days_dead_letters: float = Field(30.0, gt=0, description="Days projection dead letters are kept.")
     bge_retention_days_hourly: float = Field(400.0, gt=0, description="Days hourly follower gains are kept.")
+    bge_retention_days_records: float | None = Field(None, gt=0, description="Days posts, likes, reposts, replies, "
+                                                    "quotes and post facets are kept (unset: kept; see projections.retention).")
     bge_retention_interval_seconds: float = Field(3600.0, gt=0, description="How often the leader prunes.")
     db_slow_query_ms: float = Field(500.0, gt=0, description="Statements slower than this are logged as warnings "
                                     "(with their name and duration) and counted in /api/stats/database.")
@@ -404,7 +406,8 @@ class Settings(BaseSettings):
         """The retention periods (``BGE_RETENTION_DAYS*``) as a policy for :mod:`projections.retention`."""
         return RetentionPolicy(ledgers_days=self.bge_retention_days,
                                dead_letters_days=self.bge_retention_days_dead_letters,
-                               hourly_days=self.bge_retention_days_hourly)
+                               hourly_days=self.bge_retention_days_hourly,
+                               records_days=self.bge_retention_days_records)
 
     def topic(self, name: str) -> str:
         """The full name of a topic: ``BGE_TOPIC_PREFIX + name`` (``name`` usually a

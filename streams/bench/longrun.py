@@ -3,8 +3,8 @@
 What a user running for months needs to know: once retention applies, do the tables and the
 worker stop growing? A generated corpus spans ``days`` simulated days (``events`` in all, at an
 even rate, so each day holds about as many; the last day ends now) and ``bge worker`` runs as
-a user starts it, with ``BGE_RETENTION_DAYS=1``, ``BGE_RETENTION_DAYS_HOURLY=2`` and the leader's
-retention timer every 2 s. The event-time families are pruned as of the stream's own time
+a user starts it, with ``BGE_RETENTION_DAYS=1``, ``BGE_RETENTION_DAYS_HOURLY=2``,
+``BGE_RETENTION_DAYS_RECORDS=1`` and the leader's retention timer every 2 s. The event-time families are pruned as of the stream's own time
 (:func:`projections.retention.stream_time`), which is what lets days of simulated time pass in
 minutes: the worker's code path is the live one.
 
@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from projections.retention import FAMILIES
 from streams.bench.catchup import CatchupClock, drain
 from streams.bench.harness import Corner, Figure, KafkaCounters, Options, produce_raw, wait_for
 from streams.bench.pipeline import OffsetsWatcher
@@ -43,8 +44,9 @@ __all__ = ["DaySample", "bench_longrun", "days_of", "long_run"]
 DAY_US = 86_400_000_000
 TIME_US = re.compile(rb'"time_us":(\d+)')
 LEDGERS = ("activity_events", "follow_events")
-PRUNED = (*LEDGERS, "follower_gains_hourly")
-RETENTION = {"bge_retention_days": 1.0, "bge_retention_days_hourly": 2.0, "bge_retention_interval_seconds": 2.0}
+PRUNED = tuple(table for tables in FAMILIES.values() for table, _ in tables if table != "dead_letters")
+RETENTION = {"bge_retention_days": 1.0, "bge_retention_days_hourly": 2.0, "bge_retention_days_records": 1.0,
+             "bge_retention_interval_seconds": 2.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +182,9 @@ def figures_of(samples: list[DaySample]) -> list[Figure]:
                    baseline=written, notes=f"{s.raw_events:,} raw events so far; the kept rows span "
                                            f"{s.ledger_span_days:.2f} days"),
             Figure("longrun", f"day {s.day}: pruned tables on disk", s.pruned_tables_mb, "MB",
-                   notes="activity_events, follow_events, follower_gains_hourly with indexes"),
+                   notes="ledgers, hourly gains and the records (posts, likes, facets...) with their indexes"),
             Figure("longrun", f"day {s.day}: every table on disk", s.all_tables_mb, "MB",
-                   notes="the network's records (posts, likes, follows...) are kept: they grow with the network"),
+                   notes="also the graph and one row per account or engaged post (kept)"),
             Figure("longrun", f"day {s.day}: worker RSS", s.worker_rss_mb, "MB"),
         ]
     return figures

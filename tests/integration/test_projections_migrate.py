@@ -154,3 +154,55 @@ async def test_the_crawl_migration_adopts_tables_created_before_it(database_url:
         assert await scalar(conn, "SELECT count(*) FROM crawl_requests") == 1
     finally:
         await conn.close()
+
+
+async def test_the_migrations_are_the_one_declaration_of_the_writers_columns(database_url: str, make_schema) -> None:  # noqa: F811
+    """Each table's columns live in three places: the migration SQL (the declaration), the
+    writer's ``COLUMNS`` (names and types for ``json_to_recordset``) and the planner's row dicts.
+    The writer's must be the table's own columns with the table's own types, and every row the
+    planner makes for a table must carry exactly the writer's columns: a drift would write NULLs
+    or drop values silently."""
+    from domain import events as ev
+    from projections.plan import plan_batch
+    from projections.writer import COLUMNS
+    from tests.integration.projection_support import NOW, Events
+
+    schema = await make_schema()
+    async with await connect(database_url, schema) as conn:
+        cur = await conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped", (schema,))
+        declared: dict[str, dict[str, str]] = {}
+        for table, column, kind in await cur.fetchall():
+            declared.setdefault(table, {})[column] = kind
+    spelled = {"timestamptz": "timestamp with time zone"}  # format_type's long names
+    for table, columns in COLUMNS.items():
+        assert table in declared, f"writer.COLUMNS names {table}, which no migration creates"
+        for column, kind in columns:
+            found = declared[table].get(column)
+            assert found == spelled.get(kind, kind), f"{table}.{column}: writer says {kind}, the migration {found}"
+
+    e = Events()
+    post = e.post("did:plc:a", "a #tag and a link", hashtags=["tag"], mentions=["did:plc:b"], links=["https://x.example/"], images=1)
+    reply = e.post("did:plc:b", "a reply", reply_to=post[0].uri)
+    quote = e.post("did:plc:c", "a quote", quote=post[0].uri)
+    events = [*post, *reply, *quote, e.like("did:plc:b", post[0].uri), e.repost("did:plc:c", post[0].uri),
+              e.follow("did:plc:b", "did:plc:a"), e.block("did:plc:c", "did:plc:a"),
+              e.upsert(ev.ListUpserted, "did:plc:a", name="l", purpose="app.bsky.graph.defs#curatelist"),
+              e.candidate("did:plc:a", "interests", 0.5, ["r"], actor="did:plc:a"),
+              e.growth_action("did:plc:engine", "follow", "did:plc:a", "why"), e.activity("did:plc:a", NOW)]
+    plan = plan_batch(events)
+    seen = {table for table, rows in plan.rows.items() if rows}
+    assert {"posts", "likes", "reposts", "blocks", "replies", "quotes", "mentions", "hashtags", "links",
+            "media", "threads", "lists", "growth_actions"} <= seen, seen
+    for table in seen:
+        names = {name for name, _ in COLUMNS[table]}
+        for row in plan.rows[table]:
+            assert set(row) - {"event_id"} == names - {"event_id"} or set(row) == names, (table, set(row) ^ names)
+    follows = [row for round_ in plan.follow_rounds for row in round_.rows]
+    assert follows and all(set(row) - {"event_id"} == {name for name, _ in COLUMNS["follows"]} for row in follows)
+    for table, rows, extra in (("candidates", plan.candidates, set()),
+                               ("activity_events", plan.activity, {"iso_weekday", "hour"})):  # extra: for activity_patterns
+        names = {name for name, _ in COLUMNS[table]}
+        assert rows and all(set(row) - extra == names for row in rows), table

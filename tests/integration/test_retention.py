@@ -84,6 +84,27 @@ async def test_event_time_families_count_back_from_the_stream_time_never_later_t
     assert await stream_time(conn, NOW) == NOW  # nothing projected yet: the clock
 
 
+async def test_the_networks_records_are_kept_unless_their_retention_is_set(conn) -> None:
+    for age in (1, 10):
+        moment = NOW - timedelta(days=age)
+        uri = f"at://did:plc:a/app.bsky.feed.post/{age}"
+        await conn.execute("INSERT INTO posts (uri, did, rkey, text, created_at_raw, indexed_at) "
+                           "VALUES (%s, 'did:plc:a', %s, 't', '', %s)", (uri, str(age), moment))
+        await conn.execute("INSERT INTO hashtags (post_uri, tag, did, created_at) VALUES (%s, 'x', 'did:plc:a', %s)",
+                           (uri, moment))
+        await conn.execute("INSERT INTO likes (uri, did, rkey, subject_uri, subject_did, subject_collection, created_at) "
+                           "VALUES (%s, 'did:plc:b', %s, %s, 'did:plc:a', 'app.bsky.feed.post', %s)",
+                           (f"at://did:plc:b/app.bsky.feed.like/{age}", str(age), uri, moment))
+    assert "posts" not in await prune(conn, POLICY, NOW)  # off by default
+    assert await scalar(conn, "SELECT count(*) FROM posts") == 2
+    kept = RetentionPolicy(records_days=7)
+    counts = await count_prunable(conn, kept, NOW)
+    assert counts["posts"] == counts["hashtags"] == counts["likes"] == 1 and counts["media"] == 0
+    assert (await prune(conn, kept, NOW))["likes"] == 1
+    for table, column in (("posts", "indexed_at"), ("hashtags", "created_at"), ("likes", "created_at")):
+        assert await ages(conn, table, column) == [1.0], table
+
+
 async def test_bge_projections_prune_dry_run_counts_and_the_real_run_deletes(conn, schema: str, database_url: str) -> None:
     await fill(conn)
     env = {**os.environ, "DB_SCHEMA": schema, "DATABASE_URL": database_url, "BGE_RETENTION_DAYS": "30",
