@@ -28,7 +28,7 @@ from domain.crawl import CrawlRequest, Discovery, PlannedAction
 from projections.db import create_pool, validate_schema, with_retry
 from projections.migrate import MigrationSet, migrate
 
-__all__ = ["DEFAULT_SCHEMA", "CrawlStore", "EdgeRead"]
+__all__ = ["CRAWL_REPORT", "DEFAULT_SCHEMA", "CrawlStore", "EdgeRead", "crawl_progress"]
 
 DEFAULT_SCHEMA = "bge_crawl"
 
@@ -36,7 +36,7 @@ _T = TypeVar("_T")
 Work = Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]]
 
 
-_REPORT = """
+CRAWL_REPORT = """
 SELECT c.id, c.kind, c.args, c.requested_at, c.cancelled_at,
        count(m.request_id) AS requests,
        count(r.id) + count(p.did) AS finished,
@@ -245,7 +245,7 @@ class CrawlStore:
         (a profile request is finished once its account was fetched after the crawl started),
         failures and their reasons, accounts found, pages read, and when requests finished."""
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
-            cur = await conn.execute(_REPORT + ("WHERE c.id = %s " if crawl_id else "")
+            cur = await conn.execute(CRAWL_REPORT + ("WHERE c.id = %s " if crawl_id else "")
                                      + "GROUP BY c.id ORDER BY c.requested_at DESC LIMIT %s",
                                      (crawl_id, limit) if crawl_id else (limit,))
             columns = [column.name for column in cur.description or ()]
@@ -303,3 +303,23 @@ class CrawlStore:
             columns = ("action", "subject", "subject_did", "status", "record_uri", "attempts")
             return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
         return await self._run(work)
+
+
+def crawl_progress(report: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A crawl's report (:meth:`CrawlStore.crawl_reports`) with its state, rate and ETA
+    (``bge crawl status``, ``GET /api/crawls``)."""
+    requested, finished = int(report["requests"]), int(report["finished"])
+    started: datetime = report["requested_at"]
+    last: datetime | None = report["last_finished_at"]
+    elapsed = ((last or now) - started).total_seconds()
+    rate = finished / elapsed * 60 if finished and elapsed > 0 else None
+    state = ("cancelled" if report["cancelled_at"] else "done" if requested and finished >= requested
+             else "running" if finished else "queued")
+    eta_s = (requested - finished) / rate * 60 if rate and state == "running" else None
+    return {
+        "id": report["id"], "kind": report["kind"], "state": state, "args": report["args"],
+        "requested_at": started.isoformat(), "requests": requested, "finished": finished,
+        "failed": int(report["failed"]), "skipped": int(report["skipped"]), "accounts_found": int(report["found"]),
+        "pages": int(report["pages"]), "rate_per_min": round(rate, 1) if rate else None,
+        "eta_s": round(eta_s) if eta_s is not None else None, "errors": list(report["errors"] or []),
+    }

@@ -456,6 +456,9 @@ def _plan_candidate(candidates: dict[tuple[str, str], dict[str, Any]], event: ev
         reasons=list(event.reasons),
         subject_uri=event.subject_uri,
         source_did=event.source.did,
+        source_topic=event.source.topic,
+        source_partition=event.source.partition,
+        source_offset=event.source.offset,
         first_seen_at=moment,
         last_seen_at=moment,
     )

@@ -266,7 +266,8 @@ async def _table_size(conn: Conn, table: str) -> tuple[int, bool]:
 async def network_stats(conn: Conn, *, now: datetime, minutes: int = 5) -> dict[str, Any]:
     """Sizes of the network seen so far (``users``, ``follows``, ``posts``, ``likes``,
     ``reposts``, ``blocks``; estimated for big tables, see ``approximate``) and
-    ``events_per_minute``: collected actions per minute over ``(now - minutes, now]``."""
+    ``events_per_minute``: collected actions per minute over ``(now - minutes, now]``, and
+    ``per_minute``: the count of each minute of that window that has some."""
     _aware("now", now)
     minutes = _bounded("minutes", minutes, 1, 24 * 60)
     stats: dict[str, Any] = {}
@@ -281,6 +282,12 @@ async def network_stats(conn: Conn, *, now: datetime, minutes: int = 5) -> dict[
         {"start": now - timedelta(minutes=minutes), "now": now},
     )
     stats["events_per_minute"] = (int(row["n"]) if row else 0) / minutes
+    stats["per_minute"] = await _all(
+        conn,
+        "SELECT date_trunc('minute', occurred_at) AS minute, count(*) AS count FROM activity_events "
+        "WHERE occurred_at > %(start)s AND occurred_at <= %(now)s GROUP BY 1 ORDER BY 1",
+        {"start": now - timedelta(minutes=minutes), "now": now},
+    )
     stats["window_minutes"] = minutes
     stats["approximate"] = approximate
     return stats
@@ -313,8 +320,8 @@ async def user_profile(
     params = {"did": did, "now": now, "recent": recent, "start": _hour_window(now, 24)}
     user["candidates"] = await _all(
         conn,
-        "SELECT strategy, score, reasons, subject_uri, source_did, first_seen_at, last_seen_at "
-        "FROM candidates WHERE did = %(did)s ORDER BY score DESC, strategy",
+        "SELECT strategy, score, reasons, subject_uri, source_did, first_seen_at, last_seen_at, "
+        "source_topic, source_partition, source_offset FROM candidates WHERE did = %(did)s ORDER BY score DESC, strategy",
         params,
     )
     gain = await _one(
@@ -334,6 +341,12 @@ async def user_profile(
         params,
     )
     user["graph"] = graph
+    user["follower_gains"] = await _all(
+        conn,
+        "SELECT hour, gained, lost FROM follower_gains_hourly WHERE did = %(did)s AND hour >= %(since)s "
+        "AND hour <= %(now)s ORDER BY hour",
+        {**params, "since": _hour_window(now, 72)},
+    )
     user["recent_activity"] = await _all(
         conn,
         "SELECT occurred_at, collection, operation FROM activity_events "
@@ -362,7 +375,8 @@ async def candidates_by_strategy(
     """Accounts ``strategy`` selected, best score first, with their handle and counts."""
     query = """
 SELECT c.did, u.handle, u.display_name, coalesce(u.follower_count, 0) AS follower_count,
-       c.strategy, c.score, c.reasons, c.subject_uri, c.first_seen_at, c.last_seen_at
+       c.strategy, c.score, c.reasons, c.subject_uri, c.first_seen_at, c.last_seen_at,
+       c.source_topic, c.source_partition, c.source_offset
 FROM candidates c
 LEFT JOIN users u ON u.did = c.did
 WHERE c.strategy = %(strategy)s AND (%(min_score)s::double precision IS NULL OR c.score >= %(min_score)s)

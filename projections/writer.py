@@ -201,7 +201,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "candidates": (
         ("did", TEXT), ("strategy", TEXT), ("score", FLOAT), ("reasons", TEXTS), ("subject_uri", TEXT),
-        ("source_did", TEXT), ("first_seen_at", TS), ("last_seen_at", TS),
+        ("source_did", TEXT), ("first_seen_at", TS), ("last_seen_at", TS), ("source_topic", TEXT),
+        ("source_partition", INT), ("source_offset", BIGINT),
     ),
     "engagement_counts": (
         ("subject_uri", TEXT), ("subject_did", TEXT), ("subject_collection", TEXT), ("like_count", BIGINT),
@@ -360,7 +361,8 @@ SQL: dict[str, str] = {
         "candidates",
         on_conflict=(
             "DO UPDATE SET "
-            + ", ".join(f"{name} = excluded.{name}" for name in ("score", "reasons", "subject_uri", "source_did"))
+            + ", ".join(f"{name} = excluded.{name}" for name in ("score", "reasons", "subject_uri", "source_did", "source_topic",
+                                                                "source_partition", "source_offset"))
             + ", first_seen_at = LEAST(t.first_seen_at, excluded.first_seen_at)"
             + ", last_seen_at = GREATEST(t.last_seen_at, excluded.last_seen_at)"
         ),

@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     atproto_app_password: SecretStr | None = None
 
     # -- HTTP API, logging, reliability -----------------------------------------------------
+    api_cors_origins: Csv = Field(default_factory=list, description="Origins (scheme://host[:port]) whose "
+                                        "browsers may read the API (CORS); empty: none but the dashboard's own.")
+    jaeger_query_url: str = Field("http://127.0.0.1:16686", description="Jaeger's query API, where the dashboard's "
+                                  "event journey reads a trace's spans.")
+    jaeger_ui_url: str | None = Field(None, description="Jaeger's UI, linked from the event journey (Docker Compose has it).")
     api_host: str = "127.0.0.1"
     api_port: int = Field(3003, ge=1, le=65535)
     log_level: LogLevel = "INFO"
@@ -218,7 +223,7 @@ class Settings(BaseSettings):
     # -- field validators (each error is reported against its own variable) -------------------
 
     @field_validator("jetstream_endpoint", "jetstream_collections", "jetstream_wanted_dids",
-                     "kafka_bootstrap_servers", "worker_agents", mode="before")
+                     "kafka_bootstrap_servers", "worker_agents", "api_cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         try:

@@ -101,10 +101,14 @@ class Param:
     example: str | None = None
     expectation: str = ""
     """What a string must look like, said for people (default: the pattern)."""
+    required: bool = False
+    """A query parameter without a default (path parameters always are)."""
 
     def parse(self, raw: str | None) -> Any:
         """The value of ``raw`` (the default when absent), or :class:`ApiError` 400."""
         if raw is None:
+            if self.required:
+                raise invalid(self.name, "is required", None)
             return self.default
         if self.kind == "integer":
             return self._integer(raw)
@@ -151,7 +155,7 @@ class Param:
         return schema
 
     def openapi(self) -> dict[str, Any]:
-        spec = {"name": self.name, "in": self.location, "required": self.location == "path",
+        spec = {"name": self.name, "in": self.location, "required": self.location == "path" or self.required,
                 "description": self.description, "schema": self.schema()}
         if self.example is not None:
             spec["example"] = self.example
@@ -263,6 +267,11 @@ class HashtagTrend(Shape):
     hourly: list[HourlyCount]
 
 
+class MinuteCount(Shape):
+    minute: datetime
+    count: int
+
+
 class NetworkStats(Shape):
     """Sizes of the network seen so far (tables named in ``approximate`` are the planner's
     estimates) and collected actions per minute over the last ``window_minutes``."""
@@ -275,6 +284,8 @@ class NetworkStats(Shape):
     blocks: int
     events_per_minute: float
     window_minutes: int
+    per_minute: list[MinuteCount] = []
+    """Collected actions in each minute of the window that has some."""
     approximate: list[str]
 
 
@@ -345,6 +356,10 @@ class CandidateDecision(Shape):
     source_did: str
     first_seen_at: datetime
     last_seen_at: datetime
+    source_topic: str | None = None
+    """Where the deciding source event was read (``bge replay``, the dashboard's event journey)."""
+    source_partition: int | None = None
+    source_offset: int | None = None
 
 
 class FollowerGain(Shape):
@@ -403,6 +418,8 @@ class UserDetail(Shape):
     strategies: list[str]
     candidates: list[CandidateDecision]
     follower_gain_24h: FollowerGain
+    follower_gains: list[GainPoint]
+    """Follows and unfollows per hour over the last 72 hours (hours with some)."""
     recent_activity: list[ActivityItem]
     growth_actions: list[GrowthActionItem]
     recent_posts: list[RecentPost]
@@ -427,6 +444,58 @@ class UserDetail(Shape):
         })
 
 
+class GainPoint(Shape):
+    hour: datetime
+    gained: int
+    lost: int
+
+
+class JourneySpan(Shape):
+    name: str
+    service: str
+    start_us: int
+    duration_us: int
+    span_id: str
+
+
+class Journey(Shape):
+    """One source event from frame to row (see :mod:`streams.api.journey`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str
+    headers: dict[str, str]
+    event: Any
+    explanation: dict[str, Any]
+    """What the domain makes of a raw event, replayed alone: ``decisions`` per strategy, ``events``."""
+    rows: dict[str, list[dict[str, Any]]]
+    trace_id: str | None
+    spans: list[JourneySpan]
+    jaeger_url: str | None
+    replay_command: str
+
+
+class CrawlReport(Shape):
+    """A crawl started by ``bge crawl`` and how far it got (see ``bge crawl status``)."""
+
+    id: str
+    kind: str
+    state: str
+    args: dict[str, Any]
+    requested_at: datetime
+    requests: int
+    finished: int
+    failed: int
+    skipped: int
+    accounts_found: int
+    pages: int
+    rate_per_min: float | None
+    eta_s: int | None
+    errors: list[str]
+
+
 class CandidateEntry(Shape):
     did: str
     handle: str | None
@@ -438,6 +507,9 @@ class CandidateEntry(Shape):
     subject_uri: str | None
     first_seen_at: datetime
     last_seen_at: datetime
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
 
 
 class CandidateList(Shape):

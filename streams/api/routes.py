@@ -16,6 +16,9 @@ Routes (all GET; the contract and its OpenAPI document are in :mod:`streams.api.
 | ``/api/hashtags/trending`` | hashtags by use, per hour (``hours``, ``limit``, ``at``) |
 | ``/api/candidates`` | a strategy's candidates (``strategy``, ``limit``, ``min_score``); the strategies without ``strategy`` |
 | ``/api/stats/database`` | the API pool's query statistics |
+| ``/api/journey`` | one source event from frame to row (``topic``, ``partition``, ``offset``; :mod:`streams.api.journey`) |
+| ``/api/crawls`` | the crawls ``bge crawl`` started and how far they got |
+| ``/`` | the dashboard (:mod:`streams.api.dashboard`) |
 
 One aiohttp middleware gives every response its envelope on errors (400, 404, 405, 429, 500,
 503: no stack trace ever leaves the process), the ``X-Request-Id`` header (the client's when it
@@ -26,7 +29,10 @@ with 429). Each request runs in an OpenTelemetry SERVER span (continuing a ``tra
 by the client) with ``http.route``, ``http.response.status_code`` and ``request_id``, and under
 the request id as correlation id, so its log lines (one ``request`` line per request, JSON)
 carry both. The API only reads, through :mod:`projections.queries` (parameterised SQL) on a pool
-whose sessions are read-only (:func:`create_api_pool`).
+whose sessions are read-only (:func:`create_api_pool`). Browsers of the origins in
+``API_CORS_ORIGINS`` may read it (``Access-Control-Allow-Origin``).
+
+One module of about 550 lines: the routes' table, their handlers and the one middleware.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import psycopg
 from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -54,15 +61,16 @@ from domain.crawl import POPULAR_SEARCH, POST_INTERACTIONS, SNOWBALL
 from domain.growth import STRATEGIES
 from domain.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_DID_LENGTH
 from projections import QueryStats, create_pool, queries
+from streams.adapters.breaker import CircuitBreaker
+from streams.adapters.ratelimit import InboundRateLimiter
 from streams.api import contract as c
 from streams.api.contract import ApiError, ErrorCode, Operation, Param
-from streams.adapters.breaker import CircuitBreaker
-from streams.health.checks import PROJECTOR, build_registry
+from streams.api.dashboard import install_dashboard
 from streams.config import Settings
-from streams.topology import Topic
+from streams.health.checks import PROJECTOR, build_registry
 from streams.health.report import HealthRegistry, HealthReport, HealthStatus
 from streams.observability.log import ContextLogger, correlation, get_logger
-from streams.adapters.ratelimit import InboundRateLimiter
+from streams.topology import Topic
 
 __all__ = ["Api", "create_api_pool", "register_api", "serve_api"]
 
@@ -117,6 +125,11 @@ USER_QUERY = Param("q", "string", "Only accounts whose handle (`@` allowed) or D
                    max_length=MAX_DID_LENGTH, pattern="^@?[A-Za-z0-9._:%-]+$",
                    expectation="must be the start of a handle or a DID (letters, digits, . _ : % -)")
 USER_STRATEGY = Param("strategy", "string", "Only accounts this strategy selected.", choices=KNOWN_STRATEGIES)
+TOPIC = Param("topic", "string", "A topic's full name (with `BGE_TOPIC_PREFIX`), e.g. `jetstream.events`.",
+              required=True, max_length=249, pattern=r"^[A-Za-z0-9._-]+$", example="jetstream.events",
+              expectation="must be a Kafka topic name (letters, digits, '.', '_', '-')")
+PARTITION = Param("partition", "integer", "The partition.", default=0, minimum=0, maximum=10_000)
+MESSAGE_OFFSET = Param("offset", "integer", "The message's offset.", required=True, minimum=0, maximum=10**15)
 OFFSET = Param("offset", "integer", "How many accounts to skip (the previous page's `meta.pagination.nextOffset`).",
                default=0, minimum=0, maximum=queries.MAX_OFFSET)
 
@@ -231,6 +244,14 @@ class Api:
             Operation("/api/stats/database", "databaseStats", "Database statistics",
                       "Statements run by this worker's API pool (count, latency, slow ones, errors) and the pool.",
                       "health", (), c.DatabaseStats, False, (), self.get_database_stats),
+            Operation("/api/journey", "journey", "An event's journey",
+                      "One message (by topic, partition and offset): the event, each strategy's decision and the "
+                      "domain events (replayed alone), the rows they are in, its trace's spans, and the `bge replay` "
+                      "command that shows it.", "debugging", (TOPIC, PARTITION, MESSAGE_OFFSET), c.Journey, False,
+                      (400, 404, 503), self.get_journey),
+            Operation("/api/crawls", "crawls", "Crawls",
+                      "The crawls started with `bge crawl`, latest first, with their progress.", "accounts",
+                      (limit(20),), c.CrawlReport, True, db, self.get_crawls),
         )
 
     # -- registration ------------------------------------------------------------------------
@@ -246,6 +267,7 @@ class Api:
 
         app.page("/openapi.json", name="openapi")(type("openapi", (faust.web.View,), {"get": openapi}))
         app.web.web_app.middlewares.append(self.middleware)
+        install_dashboard(app.web.web_app)
 
     def _view(self, operation: Operation) -> type[faust.web.View]:
         api = self
@@ -312,6 +334,10 @@ class Api:
                                        f"Internal server error; quote request id {request_id}.", None, request)
             response.headers.update(limit_headers)
             response.headers["X-Request-Id"] = request_id
+            origin = request.headers.get("Origin")
+            if origin is not None and origin in self.settings.api_cors_origins:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Vary"] = "Origin"
             span.set_attribute("http.response.status_code", response.status)
             self._log.info("request", method=request.method, path=request.path, route=route, status=response.status,
                            duration_ms=round((time.perf_counter() - started) * 1000, 3), client=client,
@@ -409,6 +435,32 @@ class Api:
                 raise ApiError(404, ErrorCode.USER_NOT_FOUND, f"No account {actor} has been seen.", {"actor": actor})
             heatmap = await queries.activity_heatmap(conn, user["did"])
         return c.UserDetail.from_rows(user, heatmap).model_dump(mode="json")
+
+    async def get_journey(self, topic: str, partition: int, offset: int) -> Any:
+        from streams.api.journey import journey
+
+        async with self._connection() as conn:
+            found = await journey(self.settings, conn, topic, partition, offset)
+        if found is None:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"No message at {topic}/{partition}/{offset}.",
+                           {"topic": topic, "partition": partition, "offset": offset})
+        return c.Journey.model_validate(found).model_dump(mode="json")
+
+    async def get_crawls(self, limit: int) -> Any:
+        from projections.crawl_store import CRAWL_REPORT, crawl_progress
+
+        async with self._connection() as conn:
+            exists = await (await conn.execute("SELECT to_regclass(%s)", (f"{self.settings.crawl_schema}.crawls",))).fetchone()
+            if exists is None or exists[0] is None:
+                return []
+            query = sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(self.settings.crawl_schema))
+            async with conn.transaction():
+                await conn.execute(query)
+                cur = await conn.execute(CRAWL_REPORT + "GROUP BY c.id ORDER BY c.requested_at DESC LIMIT %s", (limit,))
+                columns = [column.name for column in cur.description or ()]
+                rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+        now = datetime.now(UTC)
+        return _dump(c.CrawlReport, [crawl_progress(row, now) for row in rows])
 
     async def get_top_posts(self, hours: int, limit: int, at: datetime) -> Any:
         async with self._connection() as conn:

@@ -37,7 +37,13 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from domain.crawl import (
@@ -53,10 +59,11 @@ from domain.crawl import (
     snowball_request,
 )
 from projections.crawl_store import CrawlStore
+from projections.crawl_store import crawl_progress as progress_of
 from streams.config import Settings, load_settings
 from streams.stages.crawl import load_crawl_config, request_crawl
 
-__all__ = ["main", "main_actions", "parse_duration", "progress_of", "run", "run_actions_command"]
+__all__ = ["main", "main_actions", "parse_duration", "run", "run_actions_command"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -220,25 +227,6 @@ async def start(settings: Settings, args: argparse.Namespace, out: IO[str]) -> s
 
 
 # --- status --------------------------------------------------------------------------------
-
-
-def progress_of(report: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A crawl's report (:meth:`CrawlStore.crawl_reports`) with its state, rate and ETA."""
-    requested, finished = int(report["requests"]), int(report["finished"])
-    started: datetime = report["requested_at"]
-    last: datetime | None = report["last_finished_at"]
-    elapsed = ((last or now) - started).total_seconds()
-    rate = finished / elapsed * 60 if finished and elapsed > 0 else None
-    state = ("cancelled" if report["cancelled_at"] else "done" if requested and finished >= requested
-             else "running" if finished else "queued")
-    eta_s = (requested - finished) / rate * 60 if rate and state == "running" else None
-    return {
-        "id": report["id"], "kind": report["kind"], "state": state, "args": report["args"],
-        "requested_at": started.isoformat(), "requests": requested, "finished": finished,
-        "failed": int(report["failed"]), "skipped": int(report["skipped"]), "accounts_found": int(report["found"]),
-        "pages": int(report["pages"]), "rate_per_min": round(rate, 1) if rate else None,
-        "eta_s": round(eta_s) if eta_s is not None else None, "errors": list(report["errors"] or []),
-    }
 
 
 def _table(progress: Sequence[dict[str, Any]]) -> Table:

@@ -5,6 +5,7 @@
    Jetstream-compatible server on 127.0.0.1;
 3. runs the ingest (in this process) and a Faust worker (a background process serving the API);
 4. waits until Postgres holds everything, then prints the API's address, what was collected
+   and, last, the dashboard's address
    (users, posts, candidates by strategy, trending accounts) and where to find the traces.
 
 The worker keeps running after the demo ends, so the API can be explored; its pid is in
@@ -169,6 +170,7 @@ async def _summary(settings: Settings, console: Console, worker: subprocess.Pope
         console.print(f"[bold]Metrics[/bold]  {metrics}   (exported every OTEL_METRIC_EXPORT_INTERVAL ms, 60,000 by default)")
     console.print(f"[bold]Replay[/bold]   BGE_TOPIC_PREFIX={settings.bge_topic_prefix} bge replay raw --limit 5 -o table")
     console.print(f"The worker (pid {worker.pid}) keeps serving the API; `infra/stack down` stops it with the stack.")
+    console.print(f"\n[bold]Dashboard[/bold]  {api}/   (live: overview, growth, candidates and their event journeys, crawls)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,6 +120,7 @@ async def test_network_stats_count_the_sample_and_the_hand_built_events(worker: 
     assert {k: data[k] for k in ("posts", "follows", "likes", "reposts", "blocks")} == {
         "posts": 17 + 2, "follows": 6 + 8 - 1, "likes": 105 + 4, "reposts": 15 + 1, "blocks": 1}
     assert data["events_per_minute"] == 148 / 5  # the sample's collected commits, 14:38
+    assert sum(point["count"] for point in data["per_minute"]) == 148
     assert data["window_minutes"] == 5 and data["approximate"] == []
 
 
@@ -326,7 +327,7 @@ async def test_the_openapi_document_describes_every_route(worker: Worker, http: 
     assert set(document["paths"]) == {
         "/health", "/openapi.json", "/api/trending", "/api/growth-velocity", "/api/engagement-leaders",
         "/api/network-stats", "/api/users", "/api/users/{actor}", "/api/posts/top", "/api/hashtags/trending",
-        "/api/candidates", "/api/stats/database"}
+        "/api/candidates", "/api/stats/database", "/api/journey", "/api/crawls"}
     trending = document["paths"]["/api/trending"]["get"]
     assert set(trending["responses"]) == {"200", "400", "429", "500", "503"}
     limit = next(p for p in trending["parameters"] if p["name"] == "limit")

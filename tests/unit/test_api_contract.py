@@ -102,6 +102,7 @@ def test_a_user_answer_conforms_to_its_documented_shape(document: dict[str, Any]
              "candidates": [{"strategy": "interests", "score": 1.0, "reasons": ["r"], "subject_uri": None,
                              "source_did": "did:plc:y", "first_seen_at": when, "last_seen_at": when}],
              "follower_gain_24h": {"gained": 1, "lost": 0, "net": 1}, "graph": {"followers": 1, "follows": 2},
+             "follower_gains": [],
              "recent_activity": [], "growth_actions": [],
              "recent_posts": [], "an_unknown_column": "left out"}
     heatmap = {"did": "did:plc:x", "total": 0, "grid": [[0] * 24 for _ in range(7)], "peak": None}

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.crawl import CrawlConfig, StartSnowball
-from streams.cli.crawl import _requests, build_parser, parse_duration, progress_of
+from projections.crawl_store import crawl_progress as progress_of
+from streams.cli.crawl import _requests, build_parser, parse_duration
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
