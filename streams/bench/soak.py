@@ -126,6 +126,11 @@ async def table_checksums(database_url: str, schema: str, skip: tuple[str, ...] 
                 query = sql.SQL(
                     "SELECT count(*), coalesce(md5(string_agg(r::text, E'\\n' ORDER BY r::text)), '') FROM "
                     "(SELECT consumer, topic, partition, kafka_offset, code, reason, payload FROM dead_letters) r")
+            if table == "candidates":  # source_*: where the deciding event was read, which a re-ingested copy changes
+                query = sql.SQL(
+                    "SELECT count(*), coalesce(md5(string_agg(r::text, E'\\n' ORDER BY r::text)), '') FROM "
+                    "(SELECT did, strategy, score, reasons, subject_uri, source_did, first_seen_at, last_seen_at "
+                    "FROM candidates) r")
             row = await (await conn.execute(query)).fetchone()
             assert row is not None
             out[table] = (int(row[0]), str(row[1]))

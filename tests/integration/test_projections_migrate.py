@@ -24,12 +24,13 @@ from tests.integration.projection_support import make_schema, scalar  # noqa: F4
 EXPECTED_TABLES = {
     "activity_events", "activity_patterns", "blocks", "candidates", "dead_letters", "engagement_counts",
     "feed_generators", "follow_events", "follower_gains_hourly", "follows", "growth_actions", "hashtags", "labeler_services", "likes", "links",
-    "list_items", "lists", "media", "mentions", "posts", "projection_offsets", "quotes", "replies",
+    "list_items", "lists", "media", "mentions", "observed_follows", "posts", "projection_offsets", "quotes", "replies",
     "reposts", "schema_migrations", "starter_packs", "threadgates", "threads", "users",
 }
 
 
-CRAWL_TABLES = {"crawl_profiles", "crawl_requests", "crawl_discovered", "growth_actions", "schema_migrations"}
+CRAWL_TABLES = {"crawl_profiles", "crawl_requests", "crawl_discovered", "growth_actions", "schema_migrations",
+                "crawls", "crawl_members", "crawl_edges"}
 
 
 async def _tables(database_url: str, schema: str) -> set[str]:
@@ -112,7 +113,7 @@ async def test_schema_names_are_checked(database_url: str) -> None:
 
 def test_each_migration_belongs_to_one_kind_of_schema() -> None:
     projections, crawl = load_migrations(MigrationSet.PROJECTIONS), load_migrations(MigrationSet.CRAWL)
-    assert [m.name for m in crawl] == ["crawl"]
+    assert [m.name for m in crawl] == ["crawl", "crawl_runs", "crawl_edges"]
     assert not {m.version for m in projections} & {m.version for m in crawl}
     assert latest_version(MigrationSet.CRAWL) == crawl[-1].version
 
