@@ -53,6 +53,7 @@ class ErrorCode:
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
     UNHEALTHY = "UNHEALTHY"
 
 
@@ -477,6 +478,24 @@ class Journey(Shape):
     replay_command: str
 
 
+class DeadLetterCount(Shape):
+    topic: str
+    reason: str
+    """The dead letter's ``error_reason`` header (``invalid_record``, ``oversized``, ...)."""
+    count: int
+
+
+class DeadLetterSummary(Shape):
+    """Dead letters appended to the dead-letter topics in the last ``minutes``: ``total`` exactly
+    (by offsets), ``by_reason`` from the headers of the newest ``counted`` of them."""
+
+    minutes: int
+    since: datetime
+    total: int
+    counted: int
+    by_reason: list[DeadLetterCount]
+
+
 class CrawlReport(Shape):
     """A crawl started by ``bge crawl`` and how far it got (see ``bge crawl status``)."""
 
@@ -615,7 +634,7 @@ _DESCRIPTIONS = {
     404: "Not found.",
     429: "Too many requests from this client; retry after `Retry-After` seconds.",
     500: "An unexpected error; the details are in the server's log under the request id.",
-    503: "The database is unavailable; retry later.",
+    503: "A dependency is unavailable (the database; Kafka for dead letters and journeys); retry later.",
 }
 
 

@@ -12,11 +12,19 @@ For the message at ``topic``/``partition``/``offset`` (a raw Jetstream event of
   Jaeger's query API (``JAEGER_QUERY_URL``), and a link to the Jaeger UI when ``JAEGER_UI_URL``
   is set;
 - the ``bge replay`` command that shows the same.
+
+A record's at-uri leads to the raw event that carried it (:func:`find_record`): raw events are
+keyed by their repo's DID, so the record's event is in one partition, the one Kafka's default
+partitioner gives the DID; the search starts a little before the firehose time of the record's
+row when there is one (Kafka timestamps are set when the ingest sends, never before the event's
+``time_us``), else at the partition's beginning, and reads at most :data:`SCAN_LIMIT` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -25,18 +33,25 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.config import Settings
-from streams.kafka.clients import new_reader
+from domain.syntax import RecordUri
+from streams.kafka.clients import KeyPartitioner, new_reader, topic_partitions
 from streams.topology import Header, Topic
 
-__all__ = ["fetch_message", "journey", "trace_spans"]
+__all__ = ["FoundRecord", "fetch_message", "find_record", "journey", "trace_spans"]
 
 _RECORD_TABLES = {
-    "app.bsky.feed.post": ("posts", "uri"),
-    "app.bsky.feed.like": ("likes", "uri"),
-    "app.bsky.feed.repost": ("reposts", "uri"),
-    "app.bsky.graph.follow": ("follows", "uri"),
-    "app.bsky.graph.block": ("blocks", "uri"),
+    "app.bsky.feed.post": ("posts", "indexed_at"),
+    "app.bsky.feed.like": ("likes", "created_at"),
+    "app.bsky.feed.repost": ("reposts", "created_at"),
+    "app.bsky.graph.follow": ("follows", "created_at"),
+    "app.bsky.graph.block": ("blocks", "created_at"),
 }
+"""Record tables by collection, keyed by ``uri``, with the column holding the firehose time."""
+
+SCAN_LIMIT = 500_000
+"""The most messages :func:`find_record` reads in the account's partition."""
+CLOCK_MARGIN_MS = 300_000
+"""How far before the row's firehose time the search starts (clock skew between Jetstream and us)."""
 
 
 async def fetch_message(settings: Settings, topic: str, partition: int, offset: int, *, timeout: float = 5.0) -> Any | None:
@@ -45,7 +60,7 @@ async def fetch_message(settings: Settings, topic: str, partition: int, offset: 
     await reader.start()
     try:
         tp = TopicPartition(topic, partition)
-        if partition not in (reader.partitions_for_topic(topic) or await _partitions(reader, topic)):
+        if partition not in (reader.partitions_for_topic(topic) or await topic_partitions(reader, topic)):
             return None
         reader.assign([tp])
         reader.seek(tp, offset)
@@ -56,9 +71,70 @@ async def fetch_message(settings: Settings, topic: str, partition: int, offset: 
         await reader.stop()
 
 
-async def _partitions(reader: Any, topic: str) -> set[int]:
-    cluster = await reader._client.fetch_all_metadata()  # noqa: SLF001 - asks, creates nothing
-    return set(cluster.partitions_for_topic(topic) or ())
+@dataclass(frozen=True, slots=True)
+class FoundRecord:
+    """Where the raw event carrying a record is (``coordinates``: topic, partition, offset; None
+    when not found) and what was searched, in words."""
+
+    coordinates: tuple[str, int, int] | None
+    searched: str
+
+
+async def find_record(settings: Settings, conn: Any, record: RecordUri, *, limit: int = SCAN_LIMIT,
+                      timeout: float = 15.0) -> FoundRecord:
+    """The first raw event of ``jetstream.events`` whose commit is ``record`` (see the module docstring)."""
+    topic = settings.topic(Topic.JETSTREAM_EVENTS)
+    key = record.did.encode()
+    since_ms = await _record_time_ms(conn, record)
+    reader = new_reader(settings, client_id="bge-journey")
+    await reader.start()
+    try:
+        partitions = await topic_partitions(reader, topic)
+        if not partitions:
+            return FoundRecord(None, f"topic {topic} does not exist")
+        tp = TopicPartition(topic, KeyPartitioner()(key, partitions, partitions))
+        begin, end = (await reader.beginning_offsets([tp]))[tp], (await reader.end_offsets([tp]))[tp]
+        start = begin
+        if since_ms is not None:
+            found = (await reader.offsets_for_times({tp: max(since_ms - CLOCK_MARGIN_MS, 0)}))[tp]
+            start = found.offset if found is not None else end
+        stop = min(end, start + limit)
+        searched = f"{topic} partition {tp.partition}, offsets {start} to {stop - 1}"
+        reader.assign([tp])
+        reader.seek(tp, start)
+        rkey = record.rkey.encode()
+        deadline = asyncio.get_running_loop().time() + timeout
+        position = start
+        while position < stop and asyncio.get_running_loop().time() < deadline:
+            for message in (await reader.getmany(tp, timeout_ms=500, max_records=10_000)).get(tp, ()):
+                position = message.offset + 1
+                if message.offset >= stop:
+                    break
+                if message.key == key and rkey in (message.value or b"") and _carries(message.value, record):
+                    return FoundRecord((topic, tp.partition, message.offset), searched)
+        if position < stop:
+            searched += f" (stopped at {position} after {timeout:g} s)"
+        return FoundRecord(None, searched)
+    finally:
+        await reader.stop()
+
+
+def _carries(value: bytes, record: RecordUri) -> bool:
+    try:
+        commit = orjson.loads(value).get("commit") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return commit.get("collection") == record.collection and commit.get("rkey") == record.rkey
+
+
+async def _record_time_ms(conn: Any, record: RecordUri) -> int | None:
+    """The firehose time of the record's row, in epoch milliseconds (None: no such row)."""
+    table = _RECORD_TABLES.get(record.collection)
+    if table is None:
+        return None
+    cur = await conn.execute(f"SELECT {table[1]} FROM {table[0]} WHERE uri = %s", (str(record),))  # noqa: S608 - fixed names
+    row = await cur.fetchone()
+    return int(row[0].timestamp() * 1000) if row and isinstance(row[0], datetime) else None
 
 
 def _trace_id(headers: list[tuple[str, bytes]]) -> str | None:
@@ -105,7 +181,7 @@ async def _rows(conn: Any, explanation: dict[str, Any]) -> dict[str, list[dict[s
             table = _RECORD_TABLES.get(source.get("collection") or "")
             uri = event.get("uri")
             if table is not None and uri and table[0] not in rows:
-                await cur.execute(f"SELECT * FROM {table[0]} WHERE {table[1]} = %s", (uri,))  # noqa: S608 - fixed names
+                await cur.execute(f"SELECT * FROM {table[0]} WHERE uri = %s", (uri,))  # noqa: S608 - fixed names
                 rows[table[0]] = await cur.fetchall()
             if event.get("schema") == "CandidateFound" and "candidates" not in rows:
                 await cur.execute("SELECT did, strategy, score, reasons, subject_uri, first_seen_at, last_seen_at "

@@ -17,6 +17,8 @@ Routes (all GET; the contract and its OpenAPI document are in :mod:`streams.api.
 | ``/api/candidates`` | a strategy's candidates (``strategy``, ``limit``, ``min_score``); the strategies without ``strategy`` |
 | ``/api/stats/database`` | the API pool's query statistics |
 | ``/api/journey`` | one source event from frame to row (``topic``, ``partition``, ``offset``; :mod:`streams.api.journey`) |
+| ``/api/journey/record`` | the journey of the raw event that carried a record (``uri``) |
+| ``/api/dead-letters`` | dead letters of the last ``minutes`` by topic and reason |
 | ``/api/crawls`` | the crawls ``bge crawl`` started and how far they got |
 | ``/`` | the dashboard (:mod:`streams.api.dashboard`) |
 
@@ -32,7 +34,7 @@ carry both. The API only reads, through :mod:`projections.queries` (parameterise
 whose sessions are read-only (:func:`create_api_pool`). Browsers of the origins in
 ``API_CORS_ORIGINS`` may read it (``Access-Control-Allow-Origin``).
 
-One module of about 550 lines: the routes' table, their handlers and the one middleware.
+One module of about 600 lines: the routes' table, their handlers and the one middleware.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 import orjson
 import psycopg
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg import sql
@@ -59,16 +62,18 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 import streams
 from domain.crawl import POPULAR_SEARCH, POST_INTERACTIONS, SNOWBALL
 from domain.growth import STRATEGIES
-from domain.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_DID_LENGTH
+from domain.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_AT_URI_LENGTH, MAX_DID_LENGTH, parse_record_uri
 from projections import QueryStats, create_pool, queries
 from streams.adapters.breaker import CircuitBreaker
 from streams.adapters.ratelimit import InboundRateLimiter
 from streams.api import contract as c
-from streams.api.contract import ApiError, ErrorCode, Operation, Param
+from streams.api.contract import ApiError, ErrorCode, Operation, Param, invalid
 from streams.api.dashboard import install_dashboard
 from streams.config import Settings
 from streams.health.checks import PROJECTOR, build_registry
 from streams.health.report import HealthRegistry, HealthReport, HealthStatus
+from streams.kafka.clients import new_reader
+from streams.kafka.deadletter import recent_dead_letters
 from streams.observability.log import ContextLogger, correlation, get_logger
 from streams.topology import Topic
 
@@ -130,6 +135,11 @@ TOPIC = Param("topic", "string", "A topic's full name (with `BGE_TOPIC_PREFIX`),
               expectation="must be a Kafka topic name (letters, digits, '.', '_', '-')")
 PARTITION = Param("partition", "integer", "The partition.", default=0, minimum=0, maximum=10_000)
 MESSAGE_OFFSET = Param("offset", "integer", "The message's offset.", required=True, minimum=0, maximum=10**15)
+RECORD_URI = Param("uri", "string", "A record's at-uri with a DID authority "
+                   "(`at://did:plc:.../app.bsky.feed.post/3k...`).", required=True, max_length=MAX_AT_URI_LENGTH,
+                   pattern=r"^at://did:[a-z]+:[A-Za-z0-9._:%-]+/[A-Za-z0-9.-]+/[A-Za-z0-9._:~-]+$",
+                   expectation="must be a record at-uri: at://DID/collection/rkey")
+DLQ_MINUTES = Param("minutes", "integer", "Window in minutes, ending now.", default=60, minimum=1, maximum=10_080)
 OFFSET = Param("offset", "integer", "How many accounts to skip (the previous page's `meta.pagination.nextOffset`).",
                default=0, minimum=0, maximum=queries.MAX_OFFSET)
 
@@ -249,6 +259,14 @@ class Api:
                       "domain events (replayed alone), the rows they are in, its trace's spans, and the `bge replay` "
                       "command that shows it.", "debugging", (TOPIC, PARTITION, MESSAGE_OFFSET), c.Journey, False,
                       (400, 404, 503), self.get_journey),
+            Operation("/api/journey/record", "recordJourney", "A record's journey",
+                      "The journey of the raw event that carried the record `uri` (its first event: the create), "
+                      "found in the account's partition of `jetstream.events`.", "debugging", (RECORD_URI,),
+                      c.Journey, False, (400, 404, 503), self.get_record_journey),
+            Operation("/api/dead-letters", "deadLetters", "Dead letters by reason",
+                      "Dead letters appended to `growth.dlq` and `jetstream.dlq` in the last `minutes`, by topic "
+                      "and reason (`bge dlq list` shows them all; `bge dlq redrive` re-drives them).", "health",
+                      (DLQ_MINUTES,), c.DeadLetterSummary, False, (400, 503), self.get_dead_letters),
             Operation("/api/crawls", "crawls", "Crawls",
                       "The crawls started with `bge crawl`, latest first, with their progress.", "accounts",
                       (limit(20),), c.CrawlReport, True, db, self.get_crawls),
@@ -445,6 +463,40 @@ class Api:
             raise ApiError(404, ErrorCode.NOT_FOUND, f"No message at {topic}/{partition}/{offset}.",
                            {"topic": topic, "partition": partition, "offset": offset})
         return c.Journey.model_validate(found).model_dump(mode="json")
+
+    async def get_record_journey(self, uri: str) -> Any:
+        from streams.api.journey import find_record, journey
+
+        record = parse_record_uri(uri)
+        if record is None:
+            raise invalid("uri", "must be a record at-uri: at://DID/collection/rkey", uri)
+        async with self._connection() as conn:
+            try:
+                found = await find_record(self.settings, conn, record)
+            except KafkaError as exc:
+                raise ApiError(503, ErrorCode.KAFKA_UNAVAILABLE, f"Kafka is unavailable: {type(exc).__name__}.") from exc
+            answer = await journey(self.settings, conn, *found.coordinates) if found.coordinates else None
+        if answer is None:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"No raw event carries {uri}: {found.searched}.",
+                           {"uri": uri, "searched": found.searched})
+        return c.Journey.model_validate(answer).model_dump(mode="json")
+
+    async def get_dead_letters(self, minutes: int) -> Any:
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
+        topics = [self.settings.topic(Topic.GROWTH_DLQ), self.settings.topic(Topic.JETSTREAM_DLQ)]
+        reader = new_reader(self.settings, client_id="bge-api-dlq")
+        try:
+            await reader.start()
+            recent = await recent_dead_letters(reader, topics, int(since.timestamp() * 1000))
+        except KafkaError as exc:
+            raise ApiError(503, ErrorCode.KAFKA_UNAVAILABLE, f"Kafka is unavailable: {type(exc).__name__}.") from exc
+        finally:
+            await reader.stop()
+        return c.DeadLetterSummary.model_validate({
+            "minutes": minutes, "since": since, "total": recent.total, "counted": recent.counted,
+            "by_reason": [{"topic": topic, "reason": reason, "count": count}
+                          for (topic, reason), count in recent.by_reason.items()],
+        }).model_dump(mode="json")
 
     async def get_crawls(self, limit: int) -> Any:
         from projections.crawl_store import CRAWL_REPORT, crawl_progress

@@ -17,14 +17,20 @@ raw events the domain rejected) use these headers, so one tool reads and re-driv
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafka.clients import topic_partitions
 from streams.observability.tracing import inject_headers
 from streams.topology import Header
 
-__all__ = ["DeadLetter", "dead_letter_headers", "read_dead_letter", "rejection_code", "rejection_headers"]
+__all__ = ["DeadLetter", "RecentDeadLetters", "dead_letter_headers", "read_dead_letter", "recent_dead_letters",
+           "rejection_code", "rejection_headers"]
 
 MAX_MESSAGE = 1000
 
@@ -99,3 +105,49 @@ def read_dead_letter(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, by
         offset=int(h[Header.SOURCE_OFFSET]) if h.get(Header.SOURCE_OFFSET, "").isdigit() else None,
         endpoint=h.get(Header.ENDPOINT),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RecentDeadLetters:
+    """Dead letters appended since a time: ``total`` by offsets (exact), ``by_reason`` counted
+    from the headers of the newest ``counted`` of them (all of them unless there were more than
+    the reader's cap), as ``(topic, reason) -> count``."""
+
+    total: int
+    counted: int
+    by_reason: dict[tuple[str, str], int]
+
+
+async def recent_dead_letters(consumer: AIOKafkaConsumer, topics: list[str], since_ms: int, *,
+                              cap: int = 5_000, timeout_s: float = 5.0) -> RecentDeadLetters:
+    """Count the dead letters of ``topics`` appended at or after ``since_ms`` (Kafka timestamps)
+    by topic and ``error_reason``, reading at most ``cap`` of the newest per partition, with a
+    started ``consumer`` that has no group."""
+    total, counted = 0, 0
+    by_reason: Counter[tuple[str, str]] = Counter()
+    for topic in topics:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        if not tps:
+            continue
+        end = await consumer.end_offsets(tps)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        start = {tp: end[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
+        total += sum(end[tp] - start[tp] for tp in tps)
+        pending = {tp: end[tp] for tp in tps if end[tp] > start[tp]}
+        if not pending:
+            continue
+        consumer.assign(list(pending))
+        for tp in pending:
+            consumer.seek(tp, max(start[tp], end[tp] - cap))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending and loop.time() < deadline:
+            for tp, messages in (await consumer.getmany(*pending, timeout_ms=200)).items():
+                stop = pending[tp]
+                for message in messages:
+                    if message.offset < stop:
+                        by_reason[(topic, read_dead_letter(message.headers).reason or "(none)")] += 1
+                        counted += 1
+                if messages and messages[-1].offset + 1 >= stop:
+                    del pending[tp]
+    return RecentDeadLetters(total, counted, dict(by_reason.most_common()))

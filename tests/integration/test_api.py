@@ -327,7 +327,8 @@ async def test_the_openapi_document_describes_every_route(worker: Worker, http: 
     assert set(document["paths"]) == {
         "/health", "/openapi.json", "/api/trending", "/api/growth-velocity", "/api/engagement-leaders",
         "/api/network-stats", "/api/users", "/api/users/{actor}", "/api/posts/top", "/api/hashtags/trending",
-        "/api/candidates", "/api/stats/database", "/api/journey", "/api/crawls"}
+        "/api/candidates", "/api/stats/database", "/api/journey", "/api/journey/record", "/api/dead-letters",
+        "/api/crawls"}
     trending = document["paths"]["/api/trending"]["get"]
     assert set(trending["responses"]) == {"200", "400", "429", "500", "503"}
     limit = next(p for p in trending["parameters"] if p["name"] == "limit")

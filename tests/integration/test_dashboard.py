@@ -2,8 +2,9 @@
 by Selenium) against the real stack: the local Jetstream server → ``bge ingest`` → Kafka →
 ``bge worker`` (traced to Jaeger) → Postgres, with the bundled recording and generated events of
 the last hour. Every page renders with data, the charts draw, a click from a candidate reaches its
-event journey and shows its trace's spans, the pages fit a phone's width, and nothing logs an
-error to the console. Screenshots are kept in ``.state/test-artifacts/dashboard/``."""
+event journey and shows its trace's spans, a record's at-uri typed in the Find box reaches the
+journey of the event that carried it, the overview counts dead letters by reason, the pages fit
+a phone's width, and nothing logs an error to the console. Screenshots are kept in ``.state/test-artifacts/dashboard/``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ARTIFACTS = ROOT / ".state" / "test-artifacts" / "dashboard"
@@ -80,6 +82,39 @@ def texts(driver: webdriver.Chrome, css: str) -> list[str]:
     return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)", css)
 
 
+async def record_journey_answers(http: aiohttp.ClientSession, base: str) -> str:
+    """``/api/journey/record`` finds the raw event that carried a post by the post's at-uri, says
+    where it searched when no event carries one, and refuses what is not a record at-uri. Returns
+    the post's at-uri."""
+    async with http.get(f"{base}/api/posts/top", params={"hours": "24", "limit": "1"}) as response:
+        uri = (await response.json())["data"][0]["uri"]
+    async with http.get(f"{base}/api/journey/record", params={"uri": uri}) as response:
+        assert response.status == 200, await response.text()
+        found = (await response.json())["data"]
+    did, _, rkey = uri.removeprefix("at://").split("/")
+    assert found["key"] == did and found["event"]["did"] == did
+    assert found["event"]["commit"]["rkey"] == rkey and found["event"]["commit"]["operation"] == "create"
+    assert [row["uri"] for row in found["rows"]["posts"]] == [uri]
+    async with http.get(f"{base}/api/journey", params={key: str(found[key]) for key in ("topic", "partition", "offset")}) as response:
+        assert (await response.json())["data"]["event"] == found["event"]
+    async with http.get(f"{base}/api/journey/record", params={"uri": uri[: -len(rkey)] + "3zzzzzzzzzzzz"}) as response:
+        body = await response.json()
+        assert response.status == 404 and f"partition {found['partition']}" in body["error"]["details"]["searched"], body
+    async with http.get(f"{base}/api/journey/record", params={"uri": "at://bsky.app/app.bsky.feed.post/3k"}) as response:
+        assert response.status == 400 and (await response.json())["error"]["details"]["parameter"] == "uri"
+    return uri
+
+
+async def dead_letters_by_reason(http: aiohttp.ClientSession, base: str) -> None:
+    """``/api/dead-letters`` counts the ingest's two dead-lettered frames by topic and reason."""
+    async with http.get(f"{base}/api/dead-letters", params={"minutes": "60"}) as response:
+        assert response.status == 200, await response.text()
+        dead = (await response.json())["data"]
+    frames = {d["reason"]: d["count"] for d in dead["by_reason"] if d["topic"].endswith("jetstream.dlq")}
+    assert frames == {"invalid_json": 1, "not_an_event": 1}, dead
+    assert dead["total"] == dead["counted"] == sum(d["count"] for d in dead["by_reason"]), dead
+
+
 def errors(driver: webdriver.Chrome) -> list[dict]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -89,6 +124,8 @@ async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_
     schema = f"dash_{unique}"
     lines = SAMPLE_LINES + recent_lines(1500)
     async with JetstreamServer(lines) as server:
+        server.send_malformed()  # the ingest's first two frames become dead letters
+        server.send_not_event()
         settings = worker_settings(unique, tmp_path, db_schema=schema).model_copy(
             update={"jetstream_endpoint": [server.url], "api_port": free_port(), "crawl_schema": f"crawl_{unique}"})
         await scratch_schema(settings, schema)
@@ -110,6 +147,8 @@ async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_
                         assert response.headers.get("Access-Control-Allow-Origin") == allowed
                 async with http.get(f"{base}/dashboard/app.js") as response:
                     assert response.status == 200 and "text/javascript" in response.headers["Content-Type"]
+                post_uri = await record_journey_answers(http, base)
+                await dead_letters_by_reason(http, base)
 
             page(browser, base, "overview", "overview")
             WebDriverWait(browser, 20).until(lambda d: texts(d, "svg.chart path.series"))
@@ -118,6 +157,8 @@ async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_
                 "e.querySelector('b').textContent])"))
             assert totals["users"] != "0" and totals["posts"] != "0", totals
             assert texts(browser, "section[aria-label='Pipeline health'] tbody tr")
+            dead = texts(browser, "section[aria-label='Dead letters (last hour)'] tbody tr")
+            assert any("invalid_json" in row for row in dead) and any("not_an_event" in row for row in dead), dead
             label = browser.execute_script("const c = document.querySelector('svg.chart'); "
                                            "return c.getAttribute('role') + ' ' + c.getAttribute('aria-label')")
             assert label.startswith("img ") and "per minute" in label, label
@@ -127,6 +168,7 @@ async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_
             for title in ("Trending accounts (24 h)", "Engagement leaders", "Top posts (24 h)", "Trending hashtags (24 h)"):
                 assert texts(browser, f"section[aria-label='{title}'] tbody tr"), f"{title} is empty"
             assert browser.execute_script("return document.querySelectorAll('svg.chart rect.bar').length") > 0
+            assert texts(browser, "section[aria-label='Top posts (24 h)'] a.record")  # each leads to its journey
             shot(browser, "growth")
 
             page(browser, base, "crawls", "crawls")
@@ -147,6 +189,13 @@ async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_
             decisions = texts(browser, "section[aria-label=\"Each strategy's decision\"] tbody tr")
             assert any("candidate" in row for row in decisions), decisions
             shot(browser, "journey")
+
+            find = browser.find_element(By.ID, "find")  # a record's at-uri leads to the event that carried it
+            find.send_keys(post_uri, Keys.ENTER)
+            WebDriverWait(browser, 30).until(lambda d: any(post_uri in t for t in texts(d, "main p.muted")))
+            assert any(post_uri.rsplit("/", 1)[1] in t for t in texts(browser, "section[aria-label='The event'] pre"))
+            assert texts(browser, "section[aria-label='Rows written'] pre")
+            shot(browser, "record-journey")
 
             browser.get(account)
             WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "main").get_attribute("data-page") == "account")

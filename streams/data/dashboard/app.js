@@ -41,6 +41,7 @@ const when = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice
 const accountLink = (did, handle) => el("a", { href: "#/account/" + encodeURIComponent(did), text: handle || did });
 const journeyHref = (topic, partition, offset) =>
   "#/journey/" + encodeURIComponent(topic) + "/" + partition + "/" + offset;
+const recordHref = (uri) => "#/record/" + encodeURIComponent(uri);
 
 function table(caption, columns, rows, empty = "Nothing yet.") {
   if (!rows.length) return el("p", { class: "muted", text: caption + ": " + empty });
@@ -113,7 +114,8 @@ const hourLabel = (iso) => new Date(iso).toISOString().slice(5, 13).replace("T",
 // --- pages -----------------------------------------------------------------------------------
 
 async function overview() {
-  const [stats, health] = await Promise.all([api("/api/network-stats", { minutes: 60 }), api("/health")]);
+  const [stats, health, dead] = await Promise.all([api("/api/network-stats", { minutes: 60 }), api("/health"),
+    api("/api/dead-letters", { minutes: 60 })]);
   const totals = ["users", "follows", "posts", "likes", "reposts", "blocks"].map((k) =>
     el("div", { class: "stat" }, el("b", { text: number(stats[k]) }), el("span", { text: k })));
   totals.push(el("div", { class: "stat" }, el("b", { text: number(stats.events_per_minute) }),
@@ -133,7 +135,13 @@ async function overview() {
           { label: "status", value: (s) => status(s.status) },
           { label: "ms", num: true, value: (s) => number(s.responseTime) },
           { label: "says", value: (s) => s.message || "" },
-        ], services))),
+        ], services)),
+      card("Dead letters (last hour)", el("p", {}, `${number(dead.total)} dead letters`,
+        dead.counted < dead.total ? ` (reasons of the newest ${number(dead.counted)})` : ""),
+        table("By topic and reason (bge dlq list shows each; bge dlq redrive re-drives them)", [
+          { label: "topic", value: (d) => d.topic }, { label: "reason", value: (d) => d.reason },
+          { label: "count", num: true, value: (d) => number(d.count) },
+        ], dead.by_reason, "none."))),
   ];
 }
 
@@ -162,7 +170,7 @@ async function growth() {
         { label: "likes", num: true, value: (r) => number(r.likes_received) },
       ], leaders)),
       card("Top posts (24 h)", table("By likes + 2 reposts + 3 replies + 2 quotes", [
-        { label: "author", value: (r) => accountLink(r.did, r.handle) }, { label: "post", value: (r) => (r.text || "").slice(0, 90) },
+        { label: "author", value: (r) => accountLink(r.did, r.handle) }, { label: "post", value: (r) => el("a", { class: "record", href: recordHref(r.uri), text: (r.text || "").slice(0, 90) || "(no text)" }) },
         { label: "likes", num: true, value: (r) => number(r.like_count) }, { label: "score", num: true, value: (r) => number(r.score) },
       ], posts)),
       card("Trending hashtags (24 h)", table("Uses in the window", [
@@ -234,15 +242,16 @@ async function account(actor) {
         { label: "when", value: (a) => when(a.occurred_at) }, { label: "what", value: (a) => a.collection + " " + a.operation },
       ], user.recent_activity)),
       card("Recent posts", table("Latest posts", [
-        { label: "when", value: (p) => when(p.indexed_at) }, { label: "text", value: (p) => (p.text || "").slice(0, 120) },
+        { label: "when", value: (p) => when(p.indexed_at) },
+        { label: "text", value: (p) => el("a", { class: "record", href: recordHref(p.uri), text: (p.text || "").slice(0, 120) || "(no text)" }) },
         { label: "likes", num: true, value: (p) => number(p.like_count) },
       ], user.recent_posts)),
     ),
   ];
 }
 
-async function journey(topic, partition, offset) {
-  const j = await api("/api/journey", { topic, partition, offset });
+async function journey(topic, partition, offset, uri = null) {
+  const j = uri ? await api("/api/journey/record", { uri }) : await api("/api/journey", { topic, partition, offset });
   const ex = j.explanation || {};
   const decisions = Object.entries(ex.decisions || {}).map(([strategy, d]) => ({ strategy, ...d }));
   const spans = j.spans || [];
@@ -256,7 +265,7 @@ async function journey(topic, partition, offset) {
       el("span", { class: "num", text: (s.duration_us / 1000).toFixed(2) + " ms" }))));
   return [
     el("h1", { text: "Event journey" }),
-    el("p", { class: "muted" }, `${j.topic} · partition ${j.partition} · offset ${j.offset} · ${when(new Date(j.timestamp_ms).toISOString())}`),
+    el("p", { class: "muted" }, (uri ? uri + " · " : "") + `${j.topic} · partition ${j.partition} · offset ${j.offset} · ${when(new Date(j.timestamp_ms).toISOString())}`),
     el("div", { class: "grid wide" },
       card("The event", el("pre", { text: JSON.stringify(j.event, null, 2) })),
       card("Each strategy's decision", ex.status === "rejected"
@@ -307,6 +316,7 @@ function route() {
     case "crawls": return ["crawls", () => crawls()];
     case "account": return ["account", () => account(parts.slice(1).join("/"))];
     case "journey": return ["journey", () => journey(parts[1], parts[2], parts[3])];
+    case "record": return ["journey", () => journey(null, null, null, parts.slice(1).join("/"))];
     default: return ["overview", () => overview()];
   }
 }
@@ -343,6 +353,7 @@ document.querySelector("form.find").addEventListener("submit", (event) => {
   const value = document.getElementById("find").value.trim();
   const coordinates = value.match(/^([A-Za-z0-9._-]+)\/(\d+)\/(\d+)$/);
   if (coordinates) location.hash = journeyHref(coordinates[1], coordinates[2], coordinates[3]);
+  else if (/^at:\/\/[^/]+\/[^/]+\/[^/]+$/.test(value)) location.hash = recordHref(value);
   else if (value.startsWith("at://")) location.hash = "#/account/" + encodeURIComponent(value.slice(5).split("/")[0]);
   else if (value) location.hash = "#/account/" + encodeURIComponent(value.replace(/^@/, ""));
 });
