@@ -48,7 +48,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import DefaultPartitioner
 from returns.result import Failure
 from rich.markup import escape
 from rich.table import Table
@@ -76,7 +75,7 @@ from streams.cli.console import (
 )
 from streams.kafka.deadletter import read_dead_letter
 from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, raw_headers, read_facts
-from streams.kafka.clients import new_producer
+from streams.kafka.clients import KeyPartitioner, new_producer
 from streams.cli.selection import (
     Bounds,
     EARLIEST,
@@ -288,7 +287,7 @@ def target_partition(message_key: bytes | None, partitions: Sequence[int]) -> in
     ordered = sorted(partitions)
     if message_key is None:
         return ordered[0]
-    return DefaultPartitioner()(message_key, ordered, ordered)
+    return KeyPartitioner()(message_key, ordered, ordered)
 
 
 # --- the run ---------------------------------------------------------------------------------
