@@ -62,12 +62,13 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 import streams
 from domain.crawl import POPULAR_SEARCH, POST_INTERACTIONS, SNOWBALL
 from domain.growth import STRATEGIES
-from domain.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_AT_URI_LENGTH, MAX_DID_LENGTH, parse_record_uri
+from domain.syntax import (DID_PATTERN, HANDLE_PATTERN, MAX_AT_URI_LENGTH, MAX_DID_LENGTH, RECORD_URI_PATTERN,
+                           split_record_uri)
 from projections import QueryStats, create_pool, queries
 from streams.adapters.breaker import CircuitBreaker
 from streams.adapters.ratelimit import InboundRateLimiter
 from streams.api import contract as c
-from streams.api.contract import ApiError, ErrorCode, Operation, Param, invalid
+from streams.api.contract import ApiError, ErrorCode, Operation, Param
 from streams.api.dashboard import install_dashboard
 from streams.config import Settings
 from streams.health.checks import PROJECTOR, build_registry
@@ -137,7 +138,7 @@ PARTITION = Param("partition", "integer", "The partition.", default=0, minimum=0
 MESSAGE_OFFSET = Param("offset", "integer", "The message's offset.", required=True, minimum=0, maximum=10**15)
 RECORD_URI = Param("uri", "string", "A record's at-uri with a DID authority "
                    "(`at://did:plc:.../app.bsky.feed.post/3k...`).", required=True, max_length=MAX_AT_URI_LENGTH,
-                   pattern=r"^at://did:[a-z]+:[A-Za-z0-9._:%-]+/[A-Za-z0-9.-]+/[A-Za-z0-9._:~-]+$",
+                   pattern=f"^{RECORD_URI_PATTERN}$",
                    expectation="must be a record at-uri: at://DID/collection/rkey")
 DLQ_MINUTES = Param("minutes", "integer", "Window in minutes, ending now.", default=60, minimum=1, maximum=10_080)
 OFFSET = Param("offset", "integer", "How many accounts to skip (the previous page's `meta.pagination.nextOffset`).",
@@ -467,9 +468,7 @@ class Api:
     async def get_record_journey(self, uri: str) -> Any:
         from streams.api.journey import find_record, journey
 
-        record = parse_record_uri(uri)
-        if record is None:
-            raise invalid("uri", "must be a record at-uri: at://DID/collection/rkey", uri)
+        record = split_record_uri(uri)  # the parameter's pattern checked it
         async with self._connection() as conn:
             try:
                 found = await find_record(self.settings, conn, record)
