@@ -116,7 +116,12 @@ async def dead_letters_by_reason(http: aiohttp.ClientSession, base: str) -> None
 
 
 def errors(driver: webdriver.Chrome) -> list[dict]:
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    """The console's errors, but for Chromium's own network line about a 503 from ``/health``: that is
+    ``/health``'s documented answer while a check is unhealthy (a busy machine's slow Kafka or Postgres
+    answer), which the overview shows as such; the page itself logs nothing then."""
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+            and not (entry.get("source") == "network" and "/health - " in entry["message"]
+                     and "status of 503" in entry["message"])]
 
 
 async def test_every_page_renders_live_data_and_a_candidate_leads_to_its_traced_journey(
