@@ -10,9 +10,11 @@ import json
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
@@ -41,6 +43,16 @@ from tests.integration.worker_support import free_port
 
 SEED = "judy.test"
 BOUNDS = {"max_followers": 10, "min_followers": 1, "page_size": 3, "pages_per_user": 20}
+
+
+@pytest.fixture
+async def projection(database_url: str, unique: str) -> AsyncIterator[str]:
+    """A migrated projection schema of the test's own, dropped afterwards."""
+    schema = f"proj_{unique}"
+    await migrate(database_url, schema)
+    yield schema
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def cli_settings(settings: Settings, unique: str, tmp_path: Any, **update: Any) -> Settings:
@@ -134,34 +146,28 @@ async def test_a_cancelled_crawl_skips_what_it_had_not_done(
 
 
 async def test_bge_crawl_profiles_fetches_the_stale_profiles_of_known_accounts(
-        settings, standin, sender, store_factory, unique, tmp_path, database_url) -> None:
+        settings, standin, sender, store_factory, unique, tmp_path, database_url, projection) -> None:
     graph = fixture_graph()
     known = [u["did"] for u in graph.users[:30]]
-    projection = f"proj_{unique}_profiles"
-    await migrate(database_url, projection)
-    try:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(projection)))
-            for did in known:
-                await conn.execute("INSERT INTO users (did) VALUES (%s)", (did,))
-        cli = cli_settings(settings, unique, tmp_path, db_schema=projection)
-        store = store_factory()
-        await store.open()
-        await store.record(fetched=[(did, "earlier") for did in known[:10]], at_us=time.time_ns() // 1000)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(projection)))
+        for did in known:
+            await conn.execute("INSERT INTO users (did) VALUES (%s)", (did,))
+    cli = cli_settings(settings, unique, tmp_path, db_schema=projection)
+    store = store_factory()
+    await store.open()
+    await store.record(fetched=[(did, "earlier") for did in known[:10]], at_us=time.time_ns() // 1000)
 
-        code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "p")
-        assert code == 0 and "20 requests sent" in output, output  # ten were fetched within the hour
-        crawl_id = crawl_id_of(output)
-        await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
-        enriched = {e["did"] for e in of_schema(await growth_events(cli), "ProfileEnriched")}
-        assert enriched == set(known[10:])
-        done = await status_of(cli, crawl_id)
-        assert done["state"] == "done" and done["finished"] == done["requests"] == 20 and done["accounts_found"] == 20
-        code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "q")
-        assert code == 0 and "nothing to crawl" in output
-    finally:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
+    code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "p")
+    assert code == 0 and "20 requests sent" in output, output  # ten were fetched within the hour
+    crawl_id = crawl_id_of(output)
+    await execute(cli, sender, store_factory, unique, idle_seconds=1.5)
+    enriched = {e["did"] for e in of_schema(await growth_events(cli), "ProfileEnriched")}
+    assert enriched == set(known[10:])
+    done = await status_of(cli, crawl_id)
+    assert done["state"] == "done" and done["finished"] == done["requests"] == 20 and done["accounts_found"] == 20
+    code, output = await bge_crawl(cli, "profiles", "--stale-after", "1h", "--label", "q")
+    assert code == 0 and "nothing to crawl" in output
 
 
 async def test_bge_crawl_search_and_interactions_report_their_candidates(
@@ -199,7 +205,7 @@ async def test_bge_actions_is_a_dry_run_unless_applied_and_acts_once_per_subject
 
 
 async def test_bge_crawl_graph_turns_edges_into_events_and_a_later_read_finds_an_unfollow(
-        settings, standin, sender, store_factory, unique, tmp_path, database_url) -> None:
+        settings, standin, sender, store_factory, unique, tmp_path, database_url, projection) -> None:
     graph = standin.graph
     alice = graph.resolve("alice.test")
     accounts = tmp_path / "accounts.txt"
@@ -223,18 +229,12 @@ async def test_bge_crawl_graph_turns_edges_into_events_and_a_later_read_finds_an
     assert [(x["did"], x["subject_did"]) for x in of_schema(events, "FollowLost")] == [(gone, alice["did"])]
     assert len(of_schema(events, "FollowObserved")) == len(expected)  # nothing new was observed twice
 
-    projection = f"proj_{unique}_graph"
-    await migrate(database_url, projection)
-    try:
-        async with await connect(database_url, projection) as conn:
-            await apply_batch(conn, "projector", await read_all(cli, Topic.GROWTH_EVENTS))
-            edges = set(await (await conn.execute("SELECT did, subject_did FROM observed_follows")).fetchall())
-            assert edges == expected - {(gone, alice["did"])}
-            unfollows = await (await conn.execute("SELECT did, subject_did, kind FROM follow_events")).fetchall()
-            assert unfollows == [(gone, alice["did"], "unfollow")]
-    finally:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
+    async with await connect(database_url, projection) as conn:
+        await apply_batch(conn, "projector", await read_all(cli, Topic.GROWTH_EVENTS))
+        edges = set(await (await conn.execute("SELECT did, subject_did FROM observed_follows")).fetchall())
+        assert edges == expected - {(gone, alice["did"])}
+        unfollows = await (await conn.execute("SELECT did, subject_did, kind FROM follow_events")).fetchall()
+        assert unfollows == [(gone, alice["did"], "unfollow")]
 
 
 async def test_a_request_the_appview_refuses_is_a_failure_in_status_and_a_dead_letter_with_its_reason(
@@ -254,9 +254,7 @@ async def test_a_request_the_appview_refuses_is_a_failure_in_status_and_a_dead_l
 
 
 async def test_a_crawl_survives_kill_9_of_the_worker_and_resumes_without_repeating_finished_pages(
-        settings, standin, store_factory, unique, tmp_path, database_url) -> None:
-    projection = f"proj_{unique}_kill"
-    await migrate(database_url, projection)
+        settings, standin, store_factory, unique, tmp_path, projection) -> None:
     await ensure_topics(settings)
     cli = cli_settings(settings, unique, tmp_path, db_schema=projection, crawl_enabled=True,
                        atproto_rate_limit=12.0, bge_state_dir=tmp_path)
@@ -282,8 +280,6 @@ async def test_a_crawl_survives_kill_9_of_the_worker_and_resumes_without_repeati
         await wait_until(finished, 180, "the crawl done after the restart")
     finally:
         kill(worker, signal.SIGTERM)
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(projection)))
     kept, _ = expected_snowball(fixture_graph(), [SEED], max_degree=2, max_users=1000, **BOUNDS)
     report = await status_of(cli, crawl_id)
     assert report["accounts_found"] == len(kept) and report["failed"] == 0 and halfway < report["requests"]
