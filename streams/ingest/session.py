@@ -10,7 +10,8 @@ Contracts:
   by ``JETSTREAM_REWIND_SECONDS``; the re-delivered overlap is dropped by event identity.
 - Bounded in flight: at most ``INGEST_MAX_INFLIGHT`` events, spanning at most half the rewind
   window in ``time_us``, wait for Kafka's acknowledgement; beyond that the ingest stops reading the
-  socket (backpressure reaches the server) instead of buffering or dropping.
+  socket (backpressure reaches the server) instead of buffering or dropping. Events go to the
+  producer a batch at a time (``streams.ingest.outgoing``), not one send each.
 - A batch Kafka cannot take within ``INGEST_DELIVERY_TIMEOUT_SECONDS`` ends the process with
   :class:`DeliveryFailed` (exit code 3); a restart resumes from the recovered cursor.
 - Failover: endpoints are tried in order, each behind its own circuit breaker, with exponential
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,16 +39,17 @@ from urllib.parse import urlencode
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker, CircuitState
 from streams.config import Settings
 from streams.topology import Header, Topic
+from streams.kafka.clients import PRODUCER_COMPRESSION, Sender
 from streams.kafka.deadletter import dead_letter_headers
 from streams.observability.metrics import PipelineMetrics
 from streams.ingest.frames import BadFrame, FrameFacts, event_bytes, raw_headers, read_facts
+from streams.ingest.outgoing import DeliveryFailed, Outgoing
 from streams.ingest.resume import RecentIdentities, TailState
 from streams.observability.log import ContextLogger, get_logger
 from streams.observability.tracing import inject_headers
@@ -70,10 +71,6 @@ def _tracing_enabled() -> bool:
     per-event work for nothing: an invalid span context injects no ``traceparent``."""
     probe = _tracer.start_span("ingest tracing probe")  # never ended: never exported
     return probe.get_span_context().is_valid
-
-
-class DeliveryFailed(Exception):
-    """Kafka did not acknowledge an event within the delivery timeout."""
 
 
 @dataclass
@@ -130,70 +127,28 @@ def subscribe_request(
     return f"{base}?{urlencode(params + [('requireHello', 'true')])}", hello
 
 
-class InFlight:
-    """Events sent to Kafka and not yet acknowledged, oldest first."""
-
-    def __init__(self, max_count: int, max_span_us: int) -> None:
-        self._queue: deque[tuple[int, asyncio.Future]] = deque()
-        self.max_count = max_count
-        self.max_span_us = max_span_us
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def add(self, time_us: int, future: asyncio.Future) -> None:
-        self._queue.append((time_us, future))
-
-    def settle_done(self) -> int:
-        """Pop acknowledged events from the front; raises :class:`DeliveryFailed` on a failed one."""
-        settled = 0
-        queue = self._queue
-        while queue and queue[0][1].done():
-            _, future = queue.popleft()
-            if future.exception() is not None:
-                raise DeliveryFailed(f"Kafka did not take an event: {future.exception()!r}")
-            settled += 1
-        return settled
-
-    async def make_room(self, next_time_us: int) -> int:
-        """Wait until one more event fits: count below the limit and the span from the oldest
-        unacknowledged event to ``next_time_us`` within the limit."""
-        settled = self.settle_done()
-        queue = self._queue
-        while queue and (len(queue) >= self.max_count or next_time_us - queue[0][0] > self.max_span_us):
-            await asyncio.wait([queue[0][1]])
-            settled += self.settle_done()
-        return settled
-
-    async def drain(self) -> int:
-        settled = 0
-        while self._queue:
-            await asyncio.wait([self._queue[0][1]])
-            settled += self.settle_done()
-        return settled
-
-
 class Ingest:
     """One ingest process: connect, read, deduplicate, produce; fail over and resume."""
 
     def __init__(
         self,
         settings: Settings,
-        producer: AIOKafkaProducer,
+        sender: Sender,
         *,
         tail: TailState | None = None,
         logger: ContextLogger | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.producer = producer
+        self.sender = sender
         self.log = logger or get_logger("ingest")
         self.stats = IngestStats()
         self._rng = rng or random.Random()
         self._rewind_us = int(settings.jetstream_rewind_seconds * 1e6)
         self._recent = RecentIdentities()
-        self._inflight = InFlight(settings.ingest_max_inflight, max(self._rewind_us // 2, 1))
         self._raw_topic = settings.topic(Topic.JETSTREAM_EVENTS)
+        self._outgoing = Outgoing(sender, self._raw_topic, max_count=settings.ingest_max_inflight,
+                                  max_span_us=max(self._rewind_us // 2, 1))
         self._dlq_topic = settings.topic(Topic.JETSTREAM_DLQ)
         self._ops_topic = settings.topic(Topic.JETSTREAM_OPS)
         self._stopping = asyncio.Event()
@@ -285,9 +240,9 @@ class Ingest:
     async def _flush(self, quick: bool = False) -> None:
         try:
             if quick:
-                self._inflight.settle_done()
+                self._outgoing.settle_done()
             else:
-                self.stats.produced += await self._inflight.drain()
+                self.stats.produced += await self._outgoing.drain()
         except DeliveryFailed:
             if not quick:
                 raise
@@ -389,7 +344,7 @@ class Ingest:
         except BadFrame as exc:
             await self._dead_letter(frame, exc, url, arrived_us)
             return None
-        stats.produced += await self._inflight.make_room(facts.time_us)
+        stats.produced += await self._outgoing.make_room(facts.time_us)
         if not self._recent.add(facts.identity, facts.time_us):
             stats.duplicates += 1
             return facts
@@ -403,11 +358,9 @@ class Ingest:
                             "messaging.system": "kafka", "messaging.destination.name": self._raw_topic},
             ):
                 inject_headers(headers)
-                future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(),
-                                                  headers=headers)
+                self._outgoing.add(facts.did.encode(), raw, headers, facts.time_us)
         else:  # tracing off: no span to start, no context to inject
-            future = await self.producer.send(self._raw_topic, value=raw, key=facts.did.encode(), headers=headers)
-        self._inflight.add(facts.time_us, future)
+            self._outgoing.add(facts.did.encode(), raw, headers, facts.time_us)
         if stats.cursor_us is None or facts.time_us > stats.cursor_us:
             stats.cursor_us = facts.time_us  # never backwards
             if stats.events_in % 4096 == 0:
@@ -426,7 +379,7 @@ class Ingest:
         )
         headers.append((Header.COMPRESSED, b"true" if self.settings.jetstream_compress else b"false"))
         inject_headers(headers)
-        await self.producer.send_and_wait(self._dlq_topic, value=frame, headers=headers)
+        await self.sender.producer.send_and_wait(self._dlq_topic, value=frame, headers=headers)
 
     async def _check_gap(self, cursor: int | None, first_time_us: int, url: str) -> None:
         """A first event later than the cursor by more than the rewind window, with no DID filter
@@ -449,7 +402,7 @@ class Ingest:
         }
         self.log.error("jetstream gap: events older than the service's retention were lost upstream",
                        endpoint=url, cursor=cursor, first_time_us=first_time_us, gap_seconds=gap_us / 1e6)
-        await self.producer.send_and_wait(self._ops_topic, value=orjson.dumps(record), key=b"gap")
+        await self.sender.producer.send_and_wait(self._ops_topic, value=orjson.dumps(record), key=b"gap")
 
     def _summary_fields(self) -> dict[str, object]:
         return {k: v for k, v in self.stats.as_dict().items() if k != "dlq_reasons"}
@@ -462,7 +415,7 @@ async def run_ingest(settings: Settings, *, stop: asyncio.Event | None = None,
     import signal
 
     from streams.ingest.resume import read_tail
-    from streams.kafka.clients import ensure_topics, new_producer, new_reader
+    from streams.kafka.clients import ensure_topics, new_reader
 
     log = get_logger("ingest")
     await ensure_topics(settings, (Topic.JETSTREAM_EVENTS, Topic.JETSTREAM_DLQ, Topic.JETSTREAM_OPS))
@@ -477,9 +430,11 @@ async def run_ingest(settings: Settings, *, stop: asyncio.Event | None = None,
     log.info("cursor recovered from Kafka", newest_time_us=tail.newest_time_us,
              cursor=tail.cursor(rewind_us), seeded_identities=len(tail.identities),
              tail_messages_read=tail.messages_read)
-    producer = new_producer(settings)
-    await producer.start()
-    ingest = Ingest(settings, producer, tail=tail, logger=log)
+    # the raw topic is compressed whatever KAFKA_COMPRESSION says: it keeps every event as received
+    sender = Sender(settings, client_id="bge-ingest", compression_type=PRODUCER_COMPRESSION)
+    await sender.start()
+    await sender.open(settings.topic(Topic.JETSTREAM_EVENTS))
+    ingest = Ingest(settings, sender, tail=tail, logger=log)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ingest.stop)
@@ -498,7 +453,7 @@ async def run_ingest(settings: Settings, *, stop: asyncio.Event | None = None,
             stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await producer.stop()
+        await sender.stop()
 
 
 def ingest_metrics(ingest: Ingest) -> PipelineMetrics:

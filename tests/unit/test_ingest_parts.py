@@ -1,4 +1,4 @@
-"""The ingest's pure parts: frame facts, the subscribe request, the duplicate filter, the in-flight bound."""
+"""The ingest's pure parts: frame facts, the subscribe request, the duplicate filter, the batches in flight."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from streams.ingest import codec
 from streams.ingest.frames import BadFrame, event_bytes, read_facts
-from streams.ingest.session import MAX_URL_LENGTH, DeliveryFailed, InFlight, subscribe_request
+from streams.ingest.outgoing import DeliveryFailed, Outgoing
+from streams.ingest.session import MAX_URL_LENGTH, subscribe_request
 from streams.ingest.resume import RecentIdentities
 from tests.conftest import SAMPLE_JSONL
 
@@ -94,28 +95,81 @@ def test_recent_identities_drop_duplicates_and_stay_bounded() -> None:
     assert len(recent) == 1 and "d" in recent
 
 
-async def test_in_flight_waits_for_the_oldest_when_the_count_or_time_span_is_exceeded() -> None:
-    loop = asyncio.get_running_loop()
-    inflight = InFlight(max_count=2, max_span_us=100)
-    first, second = loop.create_future(), loop.create_future()
-    inflight.add(1_000, first)
-    inflight.add(1_050, second)
-    waiter = asyncio.create_task(inflight.make_room(1_060))  # count limit reached
-    await asyncio.sleep(0.01)
-    assert not waiter.done()
-    first.set_result(None)
-    assert await waiter == 1
-    waiter = asyncio.create_task(inflight.make_room(1_200))  # span from 1_050 to 1_200 > 100
-    await asyncio.sleep(0.01)
-    assert not waiter.done()
-    second.set_result(None)
-    assert await waiter == 1
+class FakeSender:
+    """A :class:`~streams.kafka.clients.Sender` whose batches are acknowledged by the test: each
+    submitted outbox's records are kept, with the future that acknowledges them."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[bytes], asyncio.Future[None]]] = []
+
+    def outbox(self) -> FakeOutbox:
+        return FakeOutbox()
+
+    def submit(self, outbox: FakeOutbox) -> list[asyncio.Future[asyncio.Future[None]]]:
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[None] = loop.create_future()
+        handed: asyncio.Future[asyncio.Future[None]] = loop.create_future()
+        handed.set_result(acknowledged)
+        self.batches.append(([value for _, _, value, _ in outbox.records], acknowledged))
+        return [handed]
+
+    def acknowledge(self, index: int, error: Exception | None = None) -> None:
+        future = self.batches[index][1]
+        future.set_exception(error) if error else future.set_result(None)
 
 
-async def test_in_flight_reports_a_failed_delivery() -> None:
-    inflight = InFlight(max_count=10, max_span_us=10**9)
-    failed = asyncio.get_running_loop().create_future()
-    failed.set_exception(TimeoutError("broker gone"))
-    inflight.add(1, failed)
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes, list]] = []
+
+    def add(self, topic: str, key: bytes, value: bytes, headers: list) -> None:
+        self.records.append((topic, key, value, headers))
+
+
+def outgoing(sender: FakeSender, **bounds: int) -> Outgoing:
+    return Outgoing(sender, "raw", **{"max_count": 10, "max_span_us": 10**9, "linger_s": 3600, **bounds})  # type: ignore[arg-type]
+
+
+async def test_events_go_to_the_producer_a_batch_at_a_time_when_full_or_after_the_linger() -> None:
+    sender = FakeSender()
+    out = Outgoing(sender, "raw", max_count=100, max_span_us=10**9, max_batch=3, linger_s=0.05)  # type: ignore[arg-type]
+    for n in range(4):
+        out.add(b"k", b"%d" % n, [], 1_000 + n)
+    assert [values for values, _ in sender.batches] == [[b"0", b"1", b"2"]] and len(out) == 4
+    await asyncio.sleep(0.1)  # the linger hands over the open batch
+    assert [values for values, _ in sender.batches] == [[b"0", b"1", b"2"], [b"3"]]
+    sender.acknowledge(1)
+    await asyncio.sleep(0)
+    assert out.settle_done() == 0, "acknowledged out of order: the first batch still holds the front"
+    sender.acknowledge(0)
+    assert await out.drain() == 4 and len(out) == 0
+
+
+async def test_make_room_waits_for_the_oldest_when_the_count_or_time_span_is_exceeded() -> None:
+    sender = FakeSender()
+    out = outgoing(sender, max_count=2, max_span_us=100)
+    out.add(b"k", b"a", [], 1_000)
+    out.add(b"k", b"b", [], 1_050)
+    waiter = asyncio.create_task(out.make_room(1_060))  # count limit reached: the open batch goes now
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and [values for values, _ in sender.batches] == [[b"a", b"b"]]
+    sender.acknowledge(0)
+    assert await waiter == 2 and len(out) == 0
+    out.add(b"k", b"c", [], 1_100)
+    waiter = asyncio.create_task(out.make_room(1_250))  # span from 1_100 to 1_250 > 100
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    sender.acknowledge(1)
+    assert await waiter == 1
+    assert await out.make_room(1_300) == 0  # nothing unacknowledged: room at once
+
+
+async def test_a_failed_delivery_ends_the_ingest() -> None:
+    sender = FakeSender()
+    out = outgoing(sender)
+    out.add(b"k", b"a", [], 1)
+    out.flush()
+    sender.acknowledge(0, TimeoutError("broker gone"))
+    await asyncio.sleep(0.01)
     with pytest.raises(DeliveryFailed):
-        inflight.settle_done()
+        out.settle_done()
