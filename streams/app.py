@@ -17,7 +17,6 @@ and worker processes.
 
 from __future__ import annotations
 
-import gc
 from datetime import UTC, datetime
 import re
 import sys
@@ -41,7 +40,7 @@ from streams.observability.metrics import PipelineMetrics, export_interval_secon
 from streams.stages.popularity import Popularity
 from streams.kafka.state import ChangelogState
 from streams.stages.project import Projector
-from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route
+from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route, tune_gc
 from streams.observability.tracing import instrument_psycopg, setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
@@ -279,19 +278,6 @@ def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, co
             log.warning("consumer lag not measured", error=repr(exc))
 
     return metrics
-
-
-def tune_gc() -> None:
-    """Garbage collection sized for batches: the objects that live as long as the process (the
-    app, its modules, the strategy config) move to the permanent generation, and the youngest
-    generation is collected every 50,000 allocations instead of 700. A batch of 5,000 messages
-    allocates hundreds of thousands of short-lived objects, and each full collection rescanned
-    everything the process holds: the projector spent 15-20% of its Python time in collections
-    (about 320 ms of CPU per transaction of 5,000 domain events before, 250-270 ms after). Almost
-    all garbage here is freed by reference counting; the collector is only for cycles."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 settings = load_settings()

@@ -35,6 +35,7 @@ from typing import Any, Self
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from streams.config import Settings, load_settings
 from streams.ingest.frames import BadFrame, read_facts
@@ -232,8 +233,13 @@ class KafkaCounters:
         return sum((await self.end_offsets(topic)).values())
 
     async def committed_total(self, group: str, topic: str) -> int:
+        """What ``group`` committed on ``topic``, summed; 0 while the group has no coordinator yet
+        (a fresh broker creates ``__consumer_offsets`` when the first group asks for one)."""
         assert self._admin is not None
-        offsets = await self._admin.list_consumer_group_offsets(group)
+        try:
+            offsets = await self._admin.list_consumer_group_offsets(group)
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            return 0
         return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
 
 
