@@ -42,7 +42,7 @@ __all__ = ["BENCHES", "build_parser", "main", "render", "run"]
 BENCHES = ("ingest", "collect", "project", "replay", "latency", "catchup", "memory", "soak", "domain", "longrun")
 
 DEFAULT_EVENTS = {
-    "ingest": 100_000,
+    "ingest": 300_000,
     "collect": 50_000,
     "project": 50_000,
     "replay": 100_000,

@@ -6,7 +6,8 @@ and the parts of its identity) to key, deduplicate and label the original bytes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from typing import NamedTuple, TypeGuard
 
 import orjson
 
@@ -17,9 +18,9 @@ from streams.topology import Header
 __all__ = ["BadFrame", "FrameFacts", "event_bytes", "raw_headers", "read_facts"]
 
 
-@dataclass(frozen=True, slots=True)
-class FrameFacts:
-    """The facts of one Jetstream event that the ingest relies on."""
+class FrameFacts(NamedTuple):
+    """The facts of one Jetstream event that the ingest relies on (a named tuple: built for every
+    frame, three times cheaper than a frozen dataclass)."""
 
     did: str
     time_us: int
@@ -31,11 +32,18 @@ class FrameFacts:
 
 def raw_headers(facts: FrameFacts) -> list[tuple[str, bytes]]:
     """The headers a raw event carries in ``jetstream.events`` (consumers filter on them without
-    parsing the value)."""
-    headers = [(Header.KIND, facts.kind.encode()), (Header.TIME_US, str(facts.time_us).encode())]
-    if facts.collection:
-        headers += [(Header.COLLECTION, facts.collection.encode()), (Header.OPERATION, facts.operation.encode())]
-    return headers
+    parsing the value): kind, time_us, and for a commit its collection and operation."""
+    kind, labels = _labels(facts.kind, facts.collection, facts.operation)
+    return [kind, (Header.TIME_US, str(facts.time_us).encode()), *labels]
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels(kind: str, collection: str, operation: str) -> tuple[tuple[str, bytes], tuple[tuple[str, bytes], ...]]:
+    """The encoded headers of a kind and a commit's collection and operation: few distinct
+    values, made once each."""
+    if not collection:
+        return (Header.KIND, kind.encode()), ()
+    return (Header.KIND, kind.encode()), ((Header.COLLECTION, collection.encode()), (Header.OPERATION, operation.encode()))
 
 
 class BadFrame(Exception):
@@ -82,12 +90,12 @@ def read_facts(raw: bytes) -> FrameFacts:
         commit = event.get("commit")
         if not isinstance(commit, dict):
             raise BadFrame("not_an_event", "commit event without a 'commit' object")
-        parts = [commit.get(k) for k in ("rev", "collection", "rkey", "operation")]
-        if not all(isinstance(p, str) and p for p in parts):
-            raise BadFrame("not_an_event", "commit lacks rev, collection, rkey or operation")
-        rev, collection, rkey, operation = parts
-        return FrameFacts(did, time_us, kind, commit_source_id(did, rev, collection, rkey, operation),
-                          collection, operation)
+        rev, collection = commit.get("rev"), commit.get("collection")
+        rkey, operation = commit.get("rkey"), commit.get("operation")
+        if _text(rev) and _text(collection) and _text(rkey) and _text(operation):
+            return FrameFacts(did, time_us, kind, commit_source_id(did, rev, collection, rkey, operation),
+                              collection, operation)
+        raise BadFrame("not_an_event", "commit lacks rev, collection, rkey or operation")
     if kind in ("identity", "account"):
         body = event.get(kind)
         seq = body.get("seq") if isinstance(body, dict) else None
@@ -95,3 +103,8 @@ def read_facts(raw: bytes) -> FrameFacts:
             raise BadFrame("not_an_event", f"{kind} event without an integer 'seq'")
         return FrameFacts(did, time_us, kind, sequence_source_id(did, kind, seq))
     raise BadFrame("not_an_event", f"unknown kind {kind!r}")
+
+
+def _text(value: object) -> TypeGuard[str]:
+    """A non-empty JSON string."""
+    return type(value) is str and value != ""
