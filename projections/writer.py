@@ -264,7 +264,7 @@ def upsert_sql(table: str, *, keep: tuple[str, ...], returning: str = "") -> str
 def delete_sql(table: str, key: str, returning: str) -> str:
     """Delete the rows whose ``key`` is in ``%s`` (text[]), locking them in key order first."""
     return (
-        f"WITH doomed AS (SELECT ctid FROM {table} WHERE {key} = ANY(%s::text[]) ORDER BY {key} FOR UPDATE) "
+        f"WITH doomed AS (SELECT ctid FROM {table} WHERE {key} = ANY(%b::text[]) ORDER BY {key} FOR UPDATE) "
         f"DELETE FROM {table} t USING doomed WHERE t.ctid = doomed.ctid RETURNING {returning}"
     )
 
@@ -316,6 +316,9 @@ USERS_UPDATE = (
 
 _UPSERTED_RECORDS = ("lists", "list_items", "starter_packs", "feed_generators", "threadgates", "labeler_services")
 
+# Array parameters are sent in binary (%b): psycopg's text array dumper quotes element by element in
+# Python, about 1.8 µs per DID or uri against 0.25 µs in binary, and a batch of 5,000 domain events
+# sends about 7,000 of them (users.ensure, users.lock, users.prune, the deletes).
 SQL: dict[str, str] = {
     "likes.delete": delete_sql("likes", "uri", "t.subject_uri, t.subject_did, t.subject_collection"),
     "likes.insert": insert_sql("likes", returning="t.subject_uri, t.subject_did, t.subject_collection"),
@@ -371,18 +374,18 @@ SQL: dict[str, str] = {
         "engagement_counts", ("like_count", "repost_count", "reply_count", "quote_count")
     ),
     "engagement_counts.prune": (
-        "DELETE FROM engagement_counts WHERE subject_uri = ANY(%s::text[]) "
+        "DELETE FROM engagement_counts WHERE subject_uri = ANY(%b::text[]) "
         "AND like_count = 0 AND repost_count = 0 AND reply_count = 0 AND quote_count = 0"
     ),
     "follower_gains_hourly.add": accumulate_sql("follower_gains_hourly", ("gained", "lost")),
     "users.ensure": (
-        "INSERT INTO users (did) SELECT d FROM unnest(%s::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING"
+        "INSERT INTO users (did) SELECT d FROM unnest(%b::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING"
     ),
-    "users.lock": "SELECT did FROM users WHERE did = ANY(%s::text[]) ORDER BY did FOR UPDATE",
+    "users.lock": "SELECT did FROM users WHERE did = ANY(%b::text[]) ORDER BY did FOR UPDATE",
     "users.update": USERS_UPDATE,
     # A users row that nothing refers to any more (a follow's subject after the unfollow, ...).
     "users.prune": (
-        "DELETE FROM users WHERE did = ANY(%s::text[]) "
+        "DELETE FROM users WHERE did = ANY(%b::text[]) "
         "AND first_seen_at IS NULL AND last_seen_at IS NULL AND handle IS NULL AND identity_seq IS NULL "
         "AND status_seq IS NULL AND "
         + " AND ".join(f"{name} IS NULL" for name in ASSIGNED_COLUMNS)
@@ -391,18 +394,18 @@ SQL: dict[str, str] = {
     ),
     "offsets.ensure": (
         "INSERT INTO projection_offsets (consumer, topic, partition) "
-        "SELECT %s, x.topic, x.partition FROM unnest(%s::text[], %s::integer[]) AS x(topic, partition) "
+        "SELECT %s, x.topic, x.partition FROM unnest(%b::text[], %b::integer[]) AS x(topic, partition) "
         "ORDER BY x.topic, x.partition ON CONFLICT (consumer, topic, partition) DO NOTHING"
     ),
     "offsets.lock": (
         "SELECT o.topic, o.partition, o.next_offset FROM projection_offsets o "
-        "JOIN unnest(%s::text[], %s::integer[]) AS x(topic, partition) "
+        "JOIN unnest(%b::text[], %b::integer[]) AS x(topic, partition) "
         "ON o.topic = x.topic AND o.partition = x.partition "
         "WHERE o.consumer = %s ORDER BY o.topic, o.partition FOR UPDATE OF o"
     ),
     "offsets.advance": (
         "UPDATE projection_offsets o SET next_offset = GREATEST(o.next_offset, x.next_offset), updated_at = now() "
-        "FROM unnest(%s::text[], %s::integer[], %s::bigint[]) AS x(topic, partition, next_offset) "
+        "FROM unnest(%b::text[], %b::integer[], %b::bigint[]) AS x(topic, partition, next_offset) "
         "WHERE o.consumer = %s AND o.topic = x.topic AND o.partition = x.partition"
     ),
     "dead_letters.insert": (
