@@ -262,7 +262,7 @@ def upsert_sql(table: str, *, keep: tuple[str, ...], returning: str = "") -> str
 
 
 def delete_sql(table: str, key: str, returning: str) -> str:
-    """Delete the rows whose ``key`` is in ``%s`` (text[]), locking them in key order first."""
+    """Delete the rows whose ``key`` is in ``%b`` (text[], sent in binary), locking them in key order first."""
     return (
         f"WITH doomed AS (SELECT ctid FROM {table} WHERE {key} = ANY(%b::text[]) ORDER BY {key} FOR UPDATE) "
         f"DELETE FROM {table} t USING doomed WHERE t.ctid = doomed.ctid RETURNING {returning}"

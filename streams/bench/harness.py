@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -55,6 +56,7 @@ __all__ = [
     "produce_raw",
     "raw_headers",
     "wait_for",
+    "worker_gc_policy",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,6 +243,22 @@ class KafkaCounters:
         except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
             return 0
         return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+@contextlib.contextmanager
+def worker_gc_policy() -> Iterator[None]:
+    """The worker's garbage-collection policy (:func:`~streams.kafka.source.tune_gc`) inside, and
+    Python's default again after it, also when the measured part fails: the benches that follow in
+    the same run measure as they would alone."""
+    from streams.kafka.source import tune_gc
+
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 async def read_topic(settings: Settings, topic: str, *, timeout: float = 120.0) -> list[Any]:

@@ -24,7 +24,6 @@ How each figure is taken (so the numbers can be read):
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import logging
 import os
@@ -51,6 +50,7 @@ from streams.bench.harness import (
     corpus_file,
     produce_raw,
     slope,
+    worker_gc_policy,
 )
 from streams.config import Settings
 from streams.topology import PROJECTOR_CONSUMER, Topic
@@ -387,7 +387,6 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
     from projections import QueryStats, create_pool, project_batch
     from projections.plan import plan_batch
     from projections.writer import COLUMNS
-    from streams.kafka.source import tune_gc
 
     corner = Corner(opts, "project")
     try:
@@ -403,17 +402,14 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
         rows = 0
         by_table: dict[str, int] = {}
         try:
-            thresholds = gc.get_threshold()
-            tune_gc()  # the worker's collector policy: the projector runs under it there (about +15% here)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            for batch in batches:
-                result = await project_batch(pool, PROJECTOR_CONSUMER, batch)
-                rows += sum(result.rows.values())
-                for table, count in result.rows.items():
-                    by_table[table] = by_table.get(table, 0) + count
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            gc.unfreeze()  # the benches after this one measure under Python's default policy
-            gc.set_threshold(*thresholds)
+            with worker_gc_policy():  # the projector runs under it in the worker (about +15% here)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                for batch in batches:
+                    result = await project_batch(pool, PROJECTOR_CONSUMER, batch)
+                    rows += sum(result.rows.values())
+                    for table, count in result.rows.items():
+                        by_table[table] = by_table.get(table, 0) + count
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             opts.log(f"project: {len(messages) / elapsed:,.0f} domain events/s, {rows / elapsed:,.0f} rows/s")
 
             plans = [_copy_rows(plan_batch([decode(m.value).unwrap() for m in batch])) for batch in batches]
