@@ -26,10 +26,13 @@ from projections.migrate import (
     migrate,
 )
 from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
-from projections.writer import BatchResult, Message, Record, apply_batch, project_batch, stored_offsets
+from projections.writer import (
+    BatchResult, Decoded, Message, Record, apply_batch, decode_messages, project_batch, stored_offsets,
+)
 
 __all__ = [
     "BatchResult",
+    "Decoded",
     "Message",
     "MigrationChecksumError",
     "MigrationError",
@@ -44,6 +47,7 @@ __all__ = [
     "connect",
     "create_fresh_schema",
     "create_pool",
+    "decode_messages",
     "drop_schema",
     "is_transient",
     "latest_version",

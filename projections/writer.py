@@ -48,9 +48,10 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
-from domain.events import decode
+from domain.events import DomainEvent, decode
+from domain.rejections import Rejection
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
 from projections.db import RetryPolicy, with_retry
 from projections.plan import (
@@ -63,7 +64,7 @@ from projections.plan import (
     unprojectable,
 )
 
-__all__ = ["BatchResult", "Message", "Record", "apply_batch", "project_batch"]
+__all__ = ["BatchResult", "Decoded", "Message", "Record", "apply_batch", "decode_messages", "project_batch"]
 
 
 class Record(Protocol):
@@ -678,14 +679,25 @@ def _activity_patterns(activity: list[dict[str, Any]], fresh: list[tuple[Any, ..
     ]
 
 
+Decoded = Mapping[tuple[str, int, int], Result[DomainEvent, Rejection]]
+"""Messages' decoded values by (topic, partition, offset): what :func:`decode_messages` gives."""
+
+
+def decode_messages(messages: Sequence[Record]) -> dict[tuple[str, int, int], Result[DomainEvent, Rejection]]:
+    """Each message's value decoded (:func:`domain.events.decode`), by its coordinates: the
+    Python work of a batch that needs no transaction, so a caller can do it for the next batch
+    while Postgres still runs the previous one (:func:`apply_batch` ``decoded=``)."""
+    return {(m.topic, m.partition, m.offset): decode(m.value or b"") for m in messages}
+
+
 def _decode_all(
-    consumer: str, messages: Sequence[Record]
+    consumer: str, messages: Sequence[Record], decoded: Decoded
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     events: list[Any] = []
     dead: list[dict[str, Any]] = []
     for message in messages:
-        raw = message.value or b""
-        match decode(raw):
+        outcome = decoded.get((message.topic, message.partition, message.offset))
+        match decode(message.value or b"") if outcome is None else outcome:
             case Success(event):
                 problem = unprojectable(event)
                 if problem is None:
@@ -725,14 +737,16 @@ async def apply_batch(
     messages: Sequence[Record],
     *,
     dead_letters: Sequence[tuple[Record, str, str]] = (),
+    decoded: Decoded | None = None,
 ) -> BatchResult:
     """Apply ``messages`` (any order, any partitions) for ``consumer`` in one transaction.
 
     Messages below the stored high-water marks are skipped; the rest are applied in
     (topic, partition, offset) order and the marks advance past them, all or nothing.
     ``dead_letters`` — (message, code, reason) — are recorded instead of applied (the
-    runtime's isolation of a message Postgres refused). Raises on database errors (the
-    transaction is rolled back: nothing was applied).
+    runtime's isolation of a message Postgres refused). ``decoded`` (:func:`decode_messages`)
+    holds values decoded before the transaction; a message missing from it is decoded here.
+    Raises on database errors (the transaction is rolled back: nothing was applied).
     """
     started = time.perf_counter()
     refused = {(m.topic, m.partition, m.offset): (m, code, reason) for m, code, reason in dead_letters}
@@ -755,7 +769,7 @@ async def apply_batch(
         fresh = [m for m in ordered if m.offset >= marks[(m.topic, m.partition)]]
         result.skipped = len(ordered) - len(fresh)
         to_decode = [m for m in fresh if (m.topic, m.partition, m.offset) not in refused]
-        events, dead = _decode_all(consumer, to_decode)
+        events, dead = _decode_all(consumer, to_decode, decoded or {})
         dead += [
             dead_letter_row(consumer, message, code, reason)
             for message, code, reason in (refused[k] for k in sorted(refused))
@@ -801,8 +815,10 @@ async def project_batch(
     messages: Sequence[Record],
     *,
     retry: RetryPolicy = RetryPolicy(),
+    decoded: Decoded | None = None,
 ) -> BatchResult:
-    """:func:`apply_batch` on a pooled connection, re-run after transient errors.
+    """:func:`apply_batch` on a pooled connection, re-run after transient errors (``decoded``:
+    the messages' values decoded before, see :func:`decode_messages`).
 
     When Postgres refuses the batch's data (``DataError``/``IntegrityError``: a value out of
     range, ...), the messages are applied one by one and the ones refused are dead-lettered
@@ -811,7 +827,7 @@ async def project_batch(
 
     async def attempt(batch: Sequence[Record], refused: Sequence[tuple[Record, str, str]] = ()) -> BatchResult:
         async with pool.connection() as conn:
-            return await apply_batch(conn, consumer, batch, dead_letters=refused)
+            return await apply_batch(conn, consumer, batch, dead_letters=refused, decoded=decoded)
 
     try:
         return await with_retry(lambda: attempt(messages), retry)

@@ -191,8 +191,7 @@ def create_app(settings: Settings) -> GrowthApp:
 
     if "project" in runs:
         async def project_batch(batch: Batch) -> list[Any]:
-            await projector.apply_all(batch.records)
-            return []  # committed in Postgres: nothing left to wait for
+            return await projector.submit(batch.records)
 
         async def project_from_marks(partitions: list[int]) -> dict[int, int]:
             return await projector.positions(settings.topic(Topic.GROWTH_EVENTS), partitions)

@@ -27,7 +27,7 @@ import orjson
 from domain.growth import PopularContentConfig, StrategyConfig, StrategyState
 from domain.identity import SourceCoordinates
 from domain.pipeline import process
-from streams.bench.harness import ROOT, Figure, Options, corpus_file
+from streams.bench.harness import ROOT, Figure, Options, corpus_file, corpus_lines
 from streams.bench.targets import Target
 
 __all__ = ["DOMAIN", "PASSES", "bench_domain", "collect_stage_config", "per_event_us"]
@@ -79,7 +79,7 @@ async def bench_domain(opts: Options, n: int) -> list[Figure]:
     """``process()`` per raw event under the collect stage's and the default strategies, next to
     ``orjson.loads`` of the same bytes."""
     path = corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 1))
-    lines = [line for line in path.read_bytes().split(b"\n") if line]
+    lines = corpus_lines(path)
     events = len(lines)
     opts.log(f"domain: {events:,} events, {PASSES} passes each")
     decode_best, decode_median = per_event_us(_decode_pass(lines), events)

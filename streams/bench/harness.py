@@ -51,6 +51,7 @@ __all__ = [
     "Proc",
     "RssSampler",
     "corpus_file",
+    "corpus_lines",
     "free_port",
     "percentile",
     "produce_raw",
@@ -116,6 +117,11 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, inte
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def corpus_lines(path: Path) -> list[bytes]:
+    """The lines of a corpus file (:func:`corpus_file`), without empty ones."""
+    return [line for line in path.read_bytes().split(b"\n") if line]
 
 
 def corpus_file(folder: Path, n: int, *, seed: int, accounts: int, rate_per_s: float = 800.0,

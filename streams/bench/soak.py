@@ -48,6 +48,7 @@ from streams.bench.harness import (
     Proc,
     RssSampler,
     corpus_file,
+    corpus_lines,
     read_topic,
 )
 from streams.bench.pipeline import wait_pipeline_done, worker_ready
@@ -218,7 +219,7 @@ async def soak(opts: Options, n: int, *, accounts: int | None = None, seconds: f
     started = time.monotonic()
     try:
         path = corpus_file(opts.workdir, n, seed=opts.seed, accounts=accounts, malformed=[MALFORMED_EVENT], every=every)
-        lines = [line for line in path.read_bytes().split(b"\n") if line]
+        lines = corpus_lines(path)
         result = SoakResult(events=n, malformed_events=len(lines) - n, malformed_frames=2 * frames_each)
         rate = len(lines) / seconds
         await corner.ensure_topics()

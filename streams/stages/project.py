@@ -6,6 +6,10 @@ partition, offset) high-water marks (``projections.apply_batch``), so a batch de
 skipped, and a partition assigned to the worker starts at its mark (:meth:`Projector.positions`).
 Kafka offsets are committed after the transaction, for lag tools only.
 
+Batches are pipelined one deep (:meth:`Projector.submit`): a batch's values are decoded while
+Postgres still runs the previous batch's transaction, then its own transaction starts once that one
+is done. Transactions never overlap, so they commit in the order the batches came.
+
 When Postgres is down the projector never gives up on a batch and never skips one: it retries
 behind a circuit breaker with growing pauses, and while it waits the stage consumes nothing
 (the source's channel fills and its fetching waits). When Postgres is back it resumes with the
@@ -20,6 +24,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -27,7 +32,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from projections import (
-    BatchResult, QueryStats, RetryPolicy, create_pool, is_transient, project_batch, stored_offsets,
+    BatchResult, Decoded, QueryStats, RetryPolicy, create_pool, decode_messages, is_transient, project_batch,
+    stored_offsets,
 )
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
 from streams.config import Settings
@@ -40,6 +46,8 @@ from streams.topology import PROJECTOR_CONSUMER, Header
 __all__ = ["CONSUMER", "Projector", "ProjectorStats"]
 
 CONSUMER = PROJECTOR_CONSUMER
+DECODE_CHUNK = 50
+"""Messages decoded between two yields to the event loop, so the transaction in flight gets on."""
 _tracer = trace.get_tracer("bge.projector")
 
 
@@ -101,6 +109,7 @@ class Projector:
         self._rng = rng or random.Random()
         self._pool: AsyncConnectionPool | None = None
         self._retry = RetryPolicy(attempts=3)
+        self._in_flight: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -116,6 +125,12 @@ class Projector:
         await self.pool.open(wait=False)
 
     async def stop(self) -> None:
+        """Close the pool; a transaction still in flight is cancelled (rolled back: its batch was
+        not committed to Kafka either, so it is delivered again)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
+            await asyncio.gather(in_flight, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -131,14 +146,39 @@ class Projector:
             return {}
         return {partition: marks[partition] for partition in partitions if partition in marks}
 
-    async def apply_all(self, batch: Sequence[Received]) -> None:
+    async def submit(self, batch: Sequence[Received]) -> list[asyncio.Future[Any]]:
+        """Project ``batch`` after the batch submitted before it: decode its values now (while
+        Postgres runs the previous batch's transaction), wait for that transaction, then start
+        this batch's. Returns, in the shape of :meth:`streams.kafka.clients.Sender.submit`, one
+        future resolved with the task of this batch's transactions: the source commits the
+        batch's offsets once that task succeeded. A failure of the previous batch is raised here
+        too (the stage stops; the source crashes the worker and nothing after it is committed)."""
+        decoded = await self._decode(batch)
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None:
+            await previous
+        task = self._in_flight = asyncio.create_task(self.apply_all(batch, decoded), name="projector-transaction")
+        handed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        handed.set_result(task)
+        return [handed]
+
+    @staticmethod
+    async def _decode(batch: Sequence[Received]) -> Decoded:
+        decoded: dict[Any, Any] = {}
+        for start in range(0, len(batch), DECODE_CHUNK):
+            decoded.update(decode_messages(batch[start:start + DECODE_CHUNK]))
+            await asyncio.sleep(0)
+        return decoded
+
+    async def apply_all(self, batch: Sequence[Received], decoded: Decoded | None = None) -> None:
         """Apply ``batch`` in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
         size = max(1, self.settings.projector_batch_size)
         for start in range(0, len(batch), size):
-            await self.apply(batch[start:start + size])
+            await self.apply(batch[start:start + size], decoded)
 
-    async def apply(self, batch: Sequence[Received]) -> BatchResult:
-        """Apply ``batch`` in one transaction, retrying transient failures until it succeeds."""
+    async def apply(self, batch: Sequence[Received], decoded: Decoded | None = None) -> BatchResult:
+        """Apply ``batch`` in one transaction, retrying transient failures until it succeeds
+        (``decoded``: its values decoded before, :func:`projections.decode_messages`)."""
         traces = _traces_of(batch)
         links = [Link(trace.get_current_span(context).get_span_context())
                  for context, _ in itertools.islice(traces.values(), 128)]
@@ -146,7 +186,7 @@ class Projector:
                                            attributes={"batch.size": len(batch)}) as span:
             started = time.perf_counter()
             try:
-                result = await self._apply_until_done(batch)
+                result = await self._apply_until_done(batch, decoded)
             except Exception:
                 projection_batch_duration(time.perf_counter() - started, outcome="failed")
                 raise
@@ -162,12 +202,12 @@ class Projector:
         self.stats.last_batch_ms = result.duration_s * 1000
         return result
 
-    async def _apply_until_done(self, messages: Sequence[Received]) -> BatchResult:
+    async def _apply_until_done(self, messages: Sequence[Received], decoded: Decoded | None) -> BatchResult:
         attempt = 0
         while True:
             if self.breaker.try_acquire():
                 try:
-                    result = await project_batch(self.pool, CONSUMER, messages, retry=self._retry)
+                    result = await project_batch(self.pool, CONSUMER, messages, retry=self._retry, decoded=decoded)
                 except Exception as exc:  # noqa: BLE001 - classified below
                     self.breaker.record_failure(exc)
                     if not is_transient(exc):

@@ -62,6 +62,10 @@ async def test_the_sample_through_the_worker_projects_the_hand_counted_numbers(u
         await drop(settings, schema, f"ref_{unique}")
 
 
+async def _projected_past(settings: Settings, schema: str, mark: int) -> bool:
+    return await projected_offsets(settings, schema) >= mark
+
+
 def _accounts_seen(lines: list[bytes]) -> set[str]:
     """Accounts whose events the domain does not skip (the status records are not collected)."""
     from domain.growth import StrategyConfig, StrategyState
@@ -84,10 +88,13 @@ async def test_sigkill_of_the_worker_between_writing_and_committing_leaves_the_d
     try:
         await produce_raw(settings, list(corpus.generate(8000, seed=41, accounts=1500)))
         log = str(tmp_path / "worker.log")
-        for _ in range(3):
+        # each kill lands once the projection passed a mark (of about 25,000 domain events), at a
+        # random moment after it: mid-stream however fast the worker projects
+        for mark in (1_000, 5_000, 9_000):
             worker = start_worker(settings, log)
-            await wait_until(lambda: projected_offsets(settings, schema), 120, "projecting", interval=0.5)
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            await wait_until(lambda mark=mark: _projected_past(settings, schema, mark), 120, f"projecting past {mark}",
+                             interval=0.05)
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
             kill(worker)  # SIGKILL: Postgres committed batches whose Kafka offsets were never committed
         assert await projected_offsets(settings, schema) < await end_offsets_total(settings, Topic.GROWTH_EVENTS) \
             or await end_offsets_total(settings, Topic.GROWTH_EVENTS) < 20_000
