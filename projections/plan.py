@@ -171,28 +171,33 @@ class UserPatch:
         self.last_seen_at = moment if self.last_seen_at is None else max(self.last_seen_at, moment)
 
     def as_row(self) -> dict[str, Any]:
-        return {
-            "did": self.did,
-            "first_seen_at": self.first_seen_at,
-            "last_seen_at": self.last_seen_at,
-            "identity_seq": self.identity_seq,
-            "handle": self.handle,
-            "handle_seq": self.handle_seq,
-            "handle_forced": self.handle_forced,
-            "status_seq": self.status_seq,
-            "active": self.active,
-            "status": self.status,
-            "assigned": sorted(self.assigned),
-            **{name: self.assigned.get(name) for name in ASSIGNED_COLUMNS},
-            "strategies": sorted(self.strategies),
-            "d_followers": self.followers,
-            "d_follows": self.follows,
-            "d_posts": self.posts,
-            "d_likes": self.likes_received,
-            "d_reposts": self.reposts_received,
-            "d_replies": self.replies_received,
-            "d_quotes": self.quotes_received,
-        }
+        """The patch as one row of the ``users`` update's ``json_to_recordset``, with only what it
+        carries: a key left out reads as NULL there, which every column takes as "unchanged"
+        (``LEAST``/``GREATEST`` skip NULLs, a NULL condition takes the ``ELSE``, deltas are
+        ``coalesce``d to 0). Most patches only saw an account, and Postgres parsed 1,000 rows
+        with every key in 11-17 ms, without the empty ones in 5-8 ms."""
+        row: dict[str, Any] = {"did": self.did}
+        for name in _PATCH_VALUES:
+            value = getattr(self, name)
+            if value is not None:
+                row[name] = value
+        if self.handle_forced:
+            row["handle_forced"] = True
+        if self.assigned:
+            row["assigned"] = sorted(self.assigned)
+            row.update(self.assigned)
+        if self.strategies:
+            row["strategies"] = sorted(self.strategies)
+        for name, attribute in _PATCH_DELTAS.items():
+            delta = getattr(self, attribute)
+            if delta:
+                row[name] = delta
+        return row
+
+
+_PATCH_VALUES = ("first_seen_at", "last_seen_at", "identity_seq", "handle", "handle_seq", "status_seq", "active", "status")
+_PATCH_DELTAS = {"d_followers": "followers", "d_follows": "follows", "d_posts": "posts", "d_likes": "likes_received",
+                 "d_reposts": "reposts_received", "d_replies": "replies_received", "d_quotes": "quotes_received"}
 
 
 RECORD_TABLES = (

@@ -306,7 +306,7 @@ USERS_UPDATE = (
         f"{name} = CASE WHEN '{name}' = ANY(p.assigned) THEN p.{name} ELSE u.{name} END, "
         for name in ASSIGNED_COLUMNS
     )
-    + "".join(f"{column} = u.{column} + p.{delta}, " for column, delta in _COUNTERS.items())
+    + "".join(f"{column} = u.{column} + coalesce(p.{delta}, 0), " for column, delta in _COUNTERS.items())
     + "strategies = CASE WHEN cardinality(p.strategies) > 0 "
     "THEN ARRAY(SELECT DISTINCT s FROM unnest(u.strategies || p.strategies) AS s ORDER BY s) "
     "ELSE u.strategies END "
