@@ -26,11 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiokafka.errors import KafkaError
 
 from streams.bench import targets
 from streams.bench.baselines import consume_and_decode
-from streams.bench.harness import Corner, Figure, KafkaCounters, Options, RssSampler, corpus_file, produce_raw
+from streams.bench.harness import (
+    Corner, Figure, KafkaCounters, Options, ProcessSampler, corpus_file, produce_raw, service_cpu_s,
+)
 from streams.bench.pipeline import OffsetsWatcher
 from streams.topology import Topic
 
@@ -120,7 +123,8 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
         async with KafkaCounters(corner.settings) as kafka:
             workers = corner.workers()
             watcher = OffsetsWatcher(corner, growth, interval=POSTGRES_POLL_S).start()
-            sampler = RssSampler(0.25).start()
+            sampler = ProcessSampler(0.25).start()
+            services_before = service_cpu_s()
             started = time.time()
             for name, worker in workers.items():
                 worker.start()
@@ -129,6 +133,8 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             try:
                 await drain(corner, kafka, watcher, clock, lambda: all(w.alive for w in workers.values()),
                              timeout=300 + written / 200)
+                sampler.sample()
+                services = {name: used - services_before[name] for name, used in service_cpu_s().items()}
             finally:
                 await watcher.stop()
                 await sampler.stop()
@@ -141,9 +147,15 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
         rate = written / clock.done_s
         opts.log(f"catchup (bge worker): {rate:,.0f} raw events/s over {clock.done_s:.1f} s; first row after "
                  f"{first_row_s or 0:.1f} s; raw topic committed after {clock.collected_s or 0:.1f} s")
+        cpu_us = {**{name: (sampler.cpu_s(name) or 0.0) / written * 1e6 for name in workers},
+                  "postgres": services["postgres"] / written * 1e6, "kafka": services["kafka"] / written * 1e6}
+        cores_busy = services["all"] / clock.done_s
+        opts.log("catchup CPU per raw event: " + ", ".join(f"{name} {us:,.0f} µs" for name, us in cpu_us.items())
+                 + f"; the machine's cores busy: {cores_busy:.2f} of {psutil.cpu_count()}")
         extra = {"events": written, "domain_events": domain_events, "seconds": clock.done_s,
                  "first_row_s": first_row_s, "collected_s": clock.collected_s, "workers": list(workers),
-                 "peak_rss_mb": {name: sampler.peak_mb(name) for name in workers}}
+                 "peak_rss_mb": {name: sampler.peak_mb(name) for name in workers},
+                 "cpu_us_per_event": cpu_us, "cores_busy": cores_busy}
         figures = [
             Figure("catchup", plain_label, plain["rate"], "events/s", role="baseline",
                    extra={"seconds": plain["seconds"], "events": plain["events"]}),
@@ -156,6 +168,12 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             Figure("catchup", "time from the worker's start to the first row", first_row_s, "s",
                    notes="the projector's first committed batch"),
         ]
+        for name, us in cpu_us.items():
+            figures.append(Figure("catchup", f"CPU of {name} per raw event while catching up", us, "µs",
+                                  notes=(f"{us * rate / 1e6:.2f} of a core busy" if name in workers
+                                         else "the local stack's processes")))
+        figures.append(Figure("catchup", "the machine's cores busy while catching up", cores_busy, "cores",
+                              notes=f"of {psutil.cpu_count()}: every process on the machine"))
         for name in workers:
             figures.append(Figure("catchup", f"peak RSS of bge {name} while catching up", sampler.peak_mb(name), "MB",
                                   extra={"samples": sampler.samples.get(name, 0)}))

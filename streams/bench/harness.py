@@ -49,7 +49,7 @@ __all__ = [
     "Figure",
     "KafkaCounters",
     "Proc",
-    "RssSampler",
+    "ProcessSampler",
     "corpus_file",
     "corpus_lines",
     "free_port",
@@ -391,15 +391,17 @@ class BackgroundLoop:
                 await self._task
 
 
-class RssSampler(BackgroundLoop):
-    """Samples the resident set size of named processes every ``interval`` seconds; keeps the
-    peak of each name (over restarts) and, optionally, the series."""
+class ProcessSampler(BackgroundLoop):
+    """Samples named processes every ``interval`` seconds: the peak resident set size of each
+    name (over restarts) and the CPU time its processes used (user and system, every pid the
+    name had)."""
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.procs: dict[str, Callable[[], int | None]] = {}
         self.peak: dict[str, int] = {}
         self.samples: dict[str, int] = {}
+        self.cpu: dict[str, dict[int, float]] = {}
 
     def watch(self, name: str, pid: Callable[[], int | None]) -> None:
         self.procs[name] = pid
@@ -410,11 +412,15 @@ class RssSampler(BackgroundLoop):
             if pid is None:
                 continue
             try:
-                rss = psutil.Process(pid).memory_info().rss
+                process = psutil.Process(pid)
+                with process.oneshot():
+                    rss = process.memory_info().rss
+                    times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.peak[name] = max(self.peak.get(name, 0), rss)
             self.samples[name] = self.samples.get(name, 0) + 1
+            self.cpu.setdefault(name, {})[pid] = times.user + times.system
 
     async def _run(self) -> None:
         while True:
@@ -427,6 +433,29 @@ class RssSampler(BackgroundLoop):
 
     def peak_mb(self, name: str) -> float | None:
         return self.peak[name] / 2**20 if name in self.peak else None
+
+    def cpu_s(self, name: str) -> float | None:
+        """CPU seconds the processes of ``name`` used up to the last sample."""
+        return sum(self.cpu[name].values()) if name in self.cpu else None
+
+
+def service_cpu_s() -> dict[str, float]:
+    """CPU seconds (user and system) used so far by the local stack's Postgres and Kafka
+    processes, and by the whole machine (``all``, every core): take it before and after a
+    measured part and subtract. A Postgres backend that exits in between is not counted."""
+    used = {"postgres": 0.0, "kafka": 0.0}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        info = process.info
+        times = info.get("cpu_times")
+        if times is None:
+            continue
+        if info.get("name") == "postgres":
+            used["postgres"] += times.user + times.system
+        elif info.get("name") == "java" and any("kafka" in part for part in info.get("cmdline") or ()):
+            used["kafka"] += times.user + times.system
+    machine = psutil.cpu_times()
+    used["all"] = machine.user + machine.system + machine.nice + getattr(machine, "irq", 0.0) + getattr(machine, "softirq", 0.0)
+    return used
 
 
 # --- a bench's corner of the stack --------------------------------------------------------

@@ -45,7 +45,7 @@ from streams.bench.harness import (
     KafkaCounters,
     Options,
     Proc,
-    RssSampler,
+    ProcessSampler,
     corpus_file,
     percentile,
     read_topic,
@@ -190,7 +190,7 @@ async def _latency_run(opts: Options, rate: float, seconds: float, tracing: str 
         saturated = False
         export_problem = await _trace_export_problem(corner)
         workers = corner.workers()
-        sampler = RssSampler(0.5).start()
+        sampler = ProcessSampler(0.5).start()
         for name, worker in workers.items():
             worker.start()
             sampler.watch(name, lambda worker=worker: worker.pid)
@@ -315,7 +315,7 @@ async def bench_memory(opts: Options, n: int, accounts: int) -> list[Figure]:
         corpus = corpus_file(opts.workdir, n, seed=opts.seed, accounts=accounts)
         await corner.ensure_topics()
         await corner.migrate()
-        sampler = RssSampler(0.25).start()
+        sampler = ProcessSampler(0.25).start()
         worker = corner.worker().start()
         sampler.watch("worker", lambda: worker.pid)
         server = corner.server(corpus).start()

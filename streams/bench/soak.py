@@ -46,7 +46,7 @@ from streams.bench.harness import (
     KafkaCounters,
     Options,
     Proc,
-    RssSampler,
+    ProcessSampler,
     corpus_file,
     corpus_lines,
     read_topic,
@@ -226,7 +226,7 @@ async def soak(opts: Options, n: int, *, accounts: int | None = None, seconds: f
         await corner.migrate()
         strategies = corner.folder / "strategies.json"
         strategies.write_text(SOAK_STRATEGIES.model_dump_json())
-        sampler = RssSampler(0.5).start()
+        sampler = ProcessSampler(0.5).start()
         server = corner.server(path, rate=rate).start()
         await server.ready()
         worker = corner.worker(BGE_STRATEGIES_FILE=str(strategies)).start()

@@ -54,7 +54,7 @@ from streams.bench.harness import (
     KafkaCounters,
     Options,
     Proc,
-    RssSampler,
+    ProcessSampler,
     corpus_file,
     corpus_lines,
     produce_raw,
@@ -101,7 +101,7 @@ async def _ingest_once(opts: Options, corpus: Path, n: int, compress: bool) -> t
             server = corner.server(corpus).start()
             await server.ready()
             ingest = corner.ingest(server.url, compress=compress).start()
-            sampler = RssSampler().start()
+            sampler = ProcessSampler().start()
             sampler.watch("ingest", lambda: ingest.pid)
             try:
                 product = await slope(lambda: kafka.end_total(raw), n, timeout=timeout, alive=lambda: ingest.alive)
@@ -256,7 +256,7 @@ async def _quix_run(opts: Options, corner: Corner, kafka: KafkaCounters, raw: st
             "--partitions", str(opts.partitions)]
     proc = Proc("quix", argv, env, corner.folder / "quix.log").start()
     corner.procs.append(proc)
-    sampler = RssSampler().start()
+    sampler = ProcessSampler().start()
     sampler.watch("quix", lambda: proc.pid)
     try:
         result = await slope(lambda: kafka.committed_total(group, raw), n, timeout=timeout, interval=0.25,
@@ -309,7 +309,7 @@ async def bench_collect(opts: Options, n: int) -> list[Figure]:
                 (None, corner.worker_group, "bge worker with every agent in one process (default)"),
             ):
                 worker = (corner.worker(worker_agents=agents) if agents else corner.worker()).start()
-                sampler = RssSampler().start()
+                sampler = ProcessSampler().start()
                 sampler.watch("worker", lambda: worker.pid)
                 try:
                     result = await slope(lambda: kafka.committed_total(group, raw), n, timeout=timeout,

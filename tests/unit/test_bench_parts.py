@@ -6,12 +6,17 @@ import gc
 import itertools
 import logging
 import math
+import os
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
 from streams.bench import targets
 from streams.bench.catchup import CatchupClock
-from streams.bench.harness import worker_gc_policy
+from streams.bench.harness import ProcessSampler, service_cpu_s, worker_gc_policy
 from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
 from streams.observability.log import LOGGER_PREFIX
@@ -162,3 +167,41 @@ def test_the_worker_gc_policy_applies_inside_and_python_s_default_returns_after_
         raise RuntimeError("the measured part failed")
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def _burn(seconds: float) -> None:
+    ends = time.process_time() + seconds
+    while time.process_time() < ends:
+        pass
+
+
+def test_the_process_sampler_adds_the_cpu_of_every_pid_a_name_had() -> None:
+    """A watched name's CPU is the sum over its processes (a worker restarted keeps what it used)."""
+    burner = "import time\nends = time.process_time() + 0.3\nwhile time.process_time() < ends: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", burner])
+    try:
+        while sum(psutil.Process(child.pid).cpu_times()[:2]) < 0.3:
+            time.sleep(0.05)
+        watched = {"pid": child.pid}
+        sampler = ProcessSampler()
+        sampler.watch("worker", lambda: watched["pid"])
+        sampler.sample()
+        watched["pid"] = os.getpid()  # the worker, restarted
+        _burn(0.2)
+        sampler.sample()
+        first, second = sampler.cpu["worker"][child.pid], sampler.cpu["worker"][os.getpid()]
+        assert first >= 0.28 and second >= 0.2
+        assert sampler.cpu_s("worker") == pytest.approx(first + second)
+        assert sampler.cpu_s("absent") is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_machine_s_cpu_grows_with_work_and_services_are_counted_apart() -> None:
+    before = service_cpu_s()
+    _burn(0.2)
+    after = service_cpu_s()
+    assert set(after) == {"postgres", "kafka", "all"}
+    assert after["all"] - before["all"] >= 0.15
+    assert all(after[name] >= 0.0 for name in ("postgres", "kafka"))
