@@ -133,7 +133,6 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             try:
                 await drain(corner, kafka, watcher, clock, lambda: all(w.alive for w in workers.values()),
                              timeout=300 + written / 200)
-                sampler.sample()
                 services = {name: used - services_before[name] for name, used in service_cpu_s().items()}
             finally:
                 await watcher.stop()

@@ -454,7 +454,8 @@ def service_cpu_s() -> dict[str, float]:
         elif info.get("name") == "java" and any("kafka" in part for part in info.get("cmdline") or ()):
             used["kafka"] += times.user + times.system
     machine = psutil.cpu_times()
-    used["all"] = machine.user + machine.system + machine.nice + getattr(machine, "irq", 0.0) + getattr(machine, "softirq", 0.0)
+    used["all"] = (machine.user + machine.system + machine.nice
+                   + getattr(machine, "irq", 0.0) + getattr(machine, "softirq", 0.0))
     return used
 
 
