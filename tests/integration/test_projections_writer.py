@@ -353,6 +353,33 @@ async def test_concurrent_workers_sharing_counters_neither_deadlock_nor_lose_cou
     await check.close()
 
 
+async def test_a_users_row_another_worker_prunes_meanwhile_is_created_again_and_counted(database_url, schema) -> None:  # noqa: F811
+    """A users stub can vanish while a batch waits to lock it (another worker pruned it): the
+    batch creates it again once that worker commits, and no count is lost."""
+    setup, pruner, worker = [await connect(database_url, schema) for _ in range(3)]
+    await setup.execute("INSERT INTO users (did) VALUES (%s)", (BOB,))  # a stub: nothing refers to it
+    pruned = asyncio.Event()
+
+    async def prune() -> None:
+        async with pruner.transaction():
+            await pruner.execute("DELETE FROM users WHERE did = %s", (BOB,))
+            await pruned.wait()
+
+    pruning = asyncio.create_task(prune())
+    await asyncio.sleep(0.2)  # the delete holds BOB's row
+    applying = asyncio.create_task(apply_batch(worker, CONSUMER, Offsets().messages([Events().follow(ALICE, BOB)])))
+    await asyncio.sleep(0.5)
+    assert not applying.done()  # waiting for the row the pruner deletes
+    pruned.set()
+    await pruning
+    result = await asyncio.wait_for(applying, 10)
+    assert result.applied == 1
+    rows = await (await setup.execute("SELECT did, follower_count, follow_count FROM users ORDER BY did")).fetchall()
+    assert rows == [(ALICE, 0, 1), (BOB, 1, 0)]
+    for connection in (setup, pruner, worker):
+        await connection.close()
+
+
 @pytest.mark.parametrize("size", [1, 3, 7])
 async def test_the_outcome_does_not_depend_on_how_the_stream_is_cut_into_batches(database_url, make_schema, size) -> None:  # noqa: F811
     e = Events()
