@@ -379,7 +379,7 @@ SQL: dict[str, str] = {
         "engagement_counts", ("like_count", "repost_count", "reply_count", "quote_count")
     ),
     "engagement_counts.prune": (
-        "DELETE FROM engagement_counts WHERE subject_uri IN (SELECT unnest(%b::text[])) "
+        "DELETE FROM engagement_counts WHERE subject_uri = ANY(%b::text[]) "
         "AND like_count = 0 AND repost_count = 0 AND reply_count = 0 AND quote_count = 0"
     ),
     "follower_gains_hourly.add": accumulate_sql("follower_gains_hourly", ("gained", "lost")),
@@ -395,7 +395,7 @@ SQL: dict[str, str] = {
     "users.update": USERS_UPDATE,
     # A users row that nothing refers to any more (a follow's subject after the unfollow, ...).
     "users.prune": (
-        "DELETE FROM users WHERE did IN (SELECT unnest(%b::text[])) "
+        "DELETE FROM users WHERE did = ANY(%b::text[]) "
         "AND first_seen_at IS NULL AND last_seen_at IS NULL AND handle IS NULL AND identity_seq IS NULL "
         "AND status_seq IS NULL AND "
         + " AND ".join(f"{name} IS NULL" for name in ASSIGNED_COLUMNS)
