@@ -393,7 +393,9 @@ SQL: dict[str, str] = {
         "ON CONFLICT (did) DO UPDATE SET did = u.did WHERE false"
     ),
     "users.update": USERS_UPDATE,
-    # A users row that nothing refers to any more (a follow's subject after the unfollow, ...).
+    # A users row that nothing refers to any more (a follow's subject after the unfollow, ...). The prunes
+    # keep = ANY, unlike delete_sql: as IN (SELECT unnest(...)) they were slower in a catch-up (6.4 against
+    # 3.7 ms a batch here).
     "users.prune": (
         "DELETE FROM users WHERE did = ANY(%b::text[]) "
         "AND first_seen_at IS NULL AND last_seen_at IS NULL AND handle IS NULL AND identity_seq IS NULL "

@@ -358,18 +358,26 @@ async def test_a_users_row_another_worker_prunes_meanwhile_is_created_again_and_
     batch creates it again once that worker commits, and no count is lost."""
     setup, pruner, worker = [await connect(database_url, schema) for _ in range(3)]
     await setup.execute("INSERT INTO users (did) VALUES (%s)", (BOB,))  # a stub: nothing refers to it
-    pruned = asyncio.Event()
+    deleted, pruned = asyncio.Event(), asyncio.Event()
 
     async def prune() -> None:
         async with pruner.transaction():
             await pruner.execute("DELETE FROM users WHERE did = %s", (BOB,))
+            deleted.set()
             await pruned.wait()
 
+    async def waiting_for_a_lock(pid: int) -> bool:
+        for _ in range(100):
+            if await scalar(setup, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
     pruning = asyncio.create_task(prune())
-    await asyncio.sleep(0.2)  # the delete holds BOB's row
+    await asyncio.wait_for(deleted.wait(), 10)  # the pruner's open transaction holds BOB's row
     applying = asyncio.create_task(apply_batch(worker, CONSUMER, Offsets().messages([Events().follow(ALICE, BOB)])))
-    await asyncio.sleep(0.5)
-    assert not applying.done()  # waiting for the row the pruner deletes
+    assert await waiting_for_a_lock(worker.info.backend_pid)  # the batch waits for the row the pruner deletes
+    assert not applying.done()
     pruned.set()
     await pruning
     result = await asyncio.wait_for(applying, 10)
