@@ -45,7 +45,7 @@ DEFAULT_EVENTS = {
     "ingest": 300_000,
     "collect": 50_000,
     "project": 50_000,
-    "replay": 100_000,
+    "replay": 300_000,
     "catchup": 500_000,
     "memory": 100_000,
     "soak": 50_000,

@@ -50,6 +50,7 @@ __all__ = [
     "KafkaCounters",
     "Proc",
     "ProcessSampler",
+    "batch_gc_policy",
     "corpus_file",
     "corpus_lines",
     "free_port",
@@ -57,7 +58,6 @@ __all__ = [
     "produce_raw",
     "raw_headers",
     "wait_for",
-    "worker_gc_policy",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,8 +252,8 @@ class KafkaCounters:
 
 
 @contextlib.contextmanager
-def worker_gc_policy() -> Iterator[None]:
-    """The worker's garbage-collection policy (:func:`~streams.kafka.source.tune_gc`) inside, and
+def batch_gc_policy() -> Iterator[None]:
+    """The garbage-collection policy of the worker and ``bge replay`` (:func:`~streams.kafka.source.tune_gc`) inside, and
     Python's default again after it, also when the measured part fails: the benches that follow in
     the same run measure as they would alone."""
     from streams.kafka.source import tune_gc

@@ -55,11 +55,11 @@ from streams.bench.harness import (
     Options,
     Proc,
     ProcessSampler,
+    batch_gc_policy,
     corpus_file,
     corpus_lines,
     produce_raw,
     slope,
-    worker_gc_policy,
 )
 from streams.config import Settings
 from streams.topology import PROJECTOR_CONSUMER, Topic
@@ -413,7 +413,7 @@ async def _through_stage(opts: Options, batches: list[list[Any]]) -> tuple[int, 
         projector = Projector(corner.settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2}))
         await projector.pool.open(wait=True)
         try:
-            with worker_gc_policy():
+            with batch_gc_policy():
                 started = time.perf_counter()
                 handed = []
                 for batch in batches:
@@ -450,7 +450,7 @@ async def bench_project(opts: Options, n: int) -> list[Figure]:
         rows = 0
         by_table: dict[str, int] = {}
         try:
-            with worker_gc_policy():  # the projector runs under it in the worker (about +15% here)
+            with batch_gc_policy():  # the projector runs under it in the worker (about +15% here)
                 started, cpu_started = time.perf_counter(), time.process_time()
                 for batch in batches:
                     result = await project_batch(pool, PROJECTOR_CONSUMER, batch)
@@ -532,7 +532,8 @@ async def bench_replay(opts: Options, n: int) -> list[Figure]:
         ):
             with open(os.devnull, "w") as devnull:
                 started = time.perf_counter()
-                code = await replay.run(args, settings=corner.settings, stdout=devnull, stderr=io.StringIO())
+                with batch_gc_policy():  # as in the command (streams.cli.replay.main)
+                    code = await replay.run(args, settings=corner.settings, stdout=devnull, stderr=io.StringIO())
                 elapsed = time.perf_counter() - started
             rate = n / elapsed
             met = targets.REPLAY.met(rate, plain["rate"]) if code == 0 else False

@@ -327,7 +327,10 @@ Headers = Sequence[tuple[str, bytes]]
 def decode_headers(headers: Headers | None) -> dict[str, str]:
     """Kafka headers as ``{name: text}`` (UTF-8, undecodable bytes replaced; the last of a
     repeated name wins)."""
-    return {name: value.decode("utf-8", "replace") if value else "" for name, value in headers or ()}
+    try:
+        return {name: value.decode() for name, value in headers or ()}
+    except (UnicodeDecodeError, AttributeError):  # undecodable bytes, or a header without a value
+        return {name: value.decode("utf-8", "replace") if value else "" for name, value in headers}
 
 
 def _header(headers: Headers | None, name: str) -> bytes | None:

@@ -16,7 +16,7 @@ import pytest
 
 from streams.bench import targets
 from streams.bench.catchup import CatchupClock
-from streams.bench.harness import ProcessSampler, service_cpu_s, worker_gc_policy
+from streams.bench.harness import ProcessSampler, service_cpu_s, batch_gc_policy
 from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
 from streams.observability.log import LOGGER_PREFIX
@@ -160,9 +160,9 @@ def test_no_bench_module_shadows_a_top_level_package_for_the_quix_baseline() -> 
     assert [name for name in ("domain", "projections", "streams") if (bench / f"{name}.py").exists()] == []
 
 
-def test_the_worker_gc_policy_applies_inside_and_python_s_default_returns_after_a_failure() -> None:
+def test_the_batch_gc_policy_applies_inside_and_python_s_default_returns_after_a_failure() -> None:
     before = gc.get_threshold()
-    with pytest.raises(RuntimeError), worker_gc_policy():
+    with pytest.raises(RuntimeError), batch_gc_policy():
         assert gc.get_threshold() == (50_000, 20, 100) and gc.get_freeze_count() > 0
         raise RuntimeError("the measured part failed")
     assert gc.get_threshold() == before

@@ -9,7 +9,8 @@ import pytest
 
 from domain import StrategyConfig, StrategyState, process
 from domain.events import encode
-from streams.cli.console import joined_values
+from streams.cli.console import joined_values, json_line
+from streams.cli.replay import _select
 from streams.cli.selection import (
     EARLIEST,
     LATEST,
@@ -18,6 +19,7 @@ from streams.cli.selection import (
     Bounds,
     MessageFilter,
     SelectionError,
+    decode_headers,
     end_offset,
     lookup,
     message_record,
@@ -256,6 +258,37 @@ def test_the_json_form_of_a_message() -> None:
     assert binary["trace_id"] is None
     empty = orjson.loads(orjson.dumps(message_record("t", 0, 0, 0, None, None, None)))
     assert empty["encoding"] == "null" and empty["value"] is None
+
+
+def test_headers_decode_as_text_whatever_their_bytes() -> None:
+    assert decode_headers([("kind", b"commit"), ("kind", b"identity")]) == {"kind": "identity"}
+    assert decode_headers([("kind", b"commit"), ("bad", b"a\xffb"), ("none", None)]) == {
+        "kind": "commit",
+        "bad": "a\ufffdb",
+        "none": "",
+    }
+    assert decode_headers(None) == {}
+
+
+def test_a_json_line_turns_keys_that_are_not_strings_into_strings() -> None:
+    assert json_line({"a": [1, "x"]}) == b'{"a":[1,"x"]}\n'
+    assert json_line({1: {2: None}}) == b'{"1":{"2":null}}\n'
+
+
+class _Message:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.key, self.headers, self.value = offset, None, None, value
+
+
+def test_selecting_from_a_batch_stops_at_the_room_left() -> None:
+    messages = [_Message(offset, b"yes" if offset % 2 else b"no") for offset in range(10)]
+    wanted = lambda key, headers, value: value == b"yes"  # noqa: E731
+    kept, read, full = _select(messages, wanted, None)
+    assert [m.offset for m in kept] == [1, 3, 5, 7, 9] and read == 10 and not full
+    kept, read, full = _select(messages, wanted, 2)
+    assert [m.offset for m in kept] == [1, 3] and read == 4 and full
+    kept, read, full = _select(messages, wanted, 5)
+    assert len(kept) == 5 and read == 10 and full
 
 
 def test_bounds_default_and_per_partition() -> None:
