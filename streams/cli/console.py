@@ -211,9 +211,11 @@ class Output:
             self._text.write(line.decode())
 
     def json_many(self, records: list[Any]) -> None:
-        if not records:
-            return
-        data = b"".join([json_line(record) for record in records])
+        if records:
+            self.lines(b"".join([json_line(record) for record in records]))
+
+    def lines(self, data: bytes) -> None:
+        """Lines of JSON already encoded (UTF-8), buffered like :meth:`json`."""
         if self._binary is not None:
             self._binary.write(data)
         else:

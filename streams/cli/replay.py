@@ -77,6 +77,7 @@ from streams.cli.selection import (
     Bounds,
     SelectionError,
     decode_headers,
+    message_line,
     message_record,
     parse_bound,
     resolve_topic,
@@ -320,12 +321,14 @@ class Replay:
     # --- show ----------------------------------------------------------------------------
 
     async def _show(self, batch: list) -> None:
+        if self.out.fmt == "json":
+            self.out.lines(b"".join([
+                message_line(m.topic, m.partition, m.offset, m.timestamp, m.key, m.headers, m.value) for m in batch
+            ]))
+            return
         records = [
             message_record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.headers, m.value) for m in batch
         ]
-        if self.out.fmt == "json":
-            self.out.json_many(records)
-            return
         console = self.out.console
         if self._rows == 0:
             console.print(_row(console.width, "where", "time", "key", "what", "summary", style="bold"))

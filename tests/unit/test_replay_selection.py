@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain import StrategyConfig, StrategyState, process
 from domain.events import encode
 from streams.cli.console import joined_values, json_line
+from streams.cli import selection
 from streams.cli.replay import _select
 from streams.cli.selection import (
     EARLIEST,
@@ -22,6 +25,7 @@ from streams.cli.selection import (
     decode_headers,
     end_offset,
     lookup,
+    message_line,
     message_record,
     parse_bound,
     parse_offset_bounds,
@@ -258,6 +262,64 @@ def test_the_json_form_of_a_message() -> None:
     assert binary["trace_id"] is None
     empty = orjson.loads(orjson.dumps(message_record("t", 0, 0, 0, None, None, None)))
     assert empty["encoding"] == "null" and empty["value"] is None
+
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "value"),
+    [
+        (b"did:plc:x", [("kind", b"commit"), ("traceparent", TRACEPARENT)], POST),
+        (None, None, LIKE),
+        (b"did:plc:\xc3\xa9\"quoted\"", [("kind", b"commit")], b' {"a": "\\u2028", "b": [1, 2.5e3]} '),
+        (b"\xff\xfe", [("kind", b"commit")], POST),  # a key that is not UTF-8
+        (b"k", [("bad", b"a\xffb"), ("none", None), ("traceparent", b"not-a-trace")], POST),
+        (b"k", None, b"\x28\xb5\x2f\xfd"),  # not JSON: base64
+        (b"k", None, None),
+        (b"k", None, b'{\n  "pretty": true\n}'),  # JSON over several lines: re-serialised
+        (b"k", None, b"{\"a\":1}\r"),
+        (b"k", None, b""),
+        (b"k", None, b"nul"),
+        (b"k", None, b'"text"'),
+        (b"k", None, b"\xef\xbb\xbf{}"),  # a byte-order mark: simdjson takes it, JSON does not
+        (b"k", None, b"[18446744073709551616]"),  # past 64 bits: simdjson refuses, orjson takes it
+        (b"k", None, b"[" * 2000 + b"]" * 2000),  # deeper than simdjson goes
+        (b"k", None, b'{"a":"\xff"}'),  # not UTF-8 inside a string
+    ],
+)
+def test_a_message_line_is_byte_for_byte_the_record_serialised(key, headers, value) -> None:
+    line = message_line("t.raw", 3, 42, 1_783_175_888_085, key, headers, value)
+    assert line == json_line(message_record("t.raw", 3, 42, 1_783_175_888_085, key, headers, value))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    orjson.loads(line)
+
+
+def test_a_plain_message_line_builds_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_record(*args: object) -> None:
+        raise AssertionError("the direct path should not build a record")
+
+    monkeypatch.setattr(selection, "message_record", no_record)
+    line = orjson.loads(message_line("t", 0, 7, 0, b"did:plc:x", [("traceparent", TRACEPARENT)], POST))
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and line["value"] == orjson.loads(POST)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    key=st.none() | st.binary(max_size=12) | st.text(max_size=12).map(str.encode),
+    headers=st.none() | st.lists(st.tuples(st.text(max_size=8), st.none() | st.binary(max_size=12)), max_size=4),
+    value=st.none() | st.binary(max_size=24) | _json_values.map(orjson.dumps),
+    timestamp_ms=st.integers(0, 4_102_444_800_000),
+)
+def test_any_message_line_is_the_record_serialised(key, headers, value, timestamp_ms) -> None:
+    line = message_line("t", 1, 2, timestamp_ms, key, headers, value)
+    assert line == json_line(message_record("t", 1, 2, timestamp_ms, key, headers, value))
 
 
 def test_headers_decode_as_text_whatever_their_bytes() -> None:
