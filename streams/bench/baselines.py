@@ -7,7 +7,9 @@
   it with the same aiokafka producer settings. No parsing, no deduplication, no in-flight bound,
   no dead letters, no tracing.
 - :func:`consume_and_decode`: a plain aiokafka consumer (no group) that reads a topic from the
-  start and ``orjson.loads`` every value: the ceiling for Python consumption here.
+  start and ``orjson.loads`` every value: the ceiling for Python consumption here. With
+  ``decode=False`` it only counts the messages: what aiokafka alone costs (fetching, decompressing,
+  unpacking records).
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ async def socket_to_kafka(settings: Settings, url: str, topic: str, count: int, 
     return {"events": received, "seconds": done - first, "rate": received / (done - first)}
 
 
-async def consume_and_decode(settings: Settings, topic: str, count: int, *, timeout: float = 300.0) -> dict[str, float]:
-    """Read ``count`` messages of ``topic`` from the beginning, decoding each value as JSON."""
+async def consume_and_decode(
+    settings: Settings, topic: str, count: int, *, timeout: float = 300.0, decode: bool = True,
+) -> dict[str, float]:
+    """Read ``count`` messages of ``topic`` from the beginning, decoding each value as JSON (with
+    ``decode``, else counting them)."""
     reader = new_reader(settings, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
                         fetch_max_wait_ms=200, client_id="bge-bench-baseline")
     await reader.start()
@@ -74,7 +79,7 @@ async def consume_and_decode(settings: Settings, topic: str, count: int, *, time
         loads = orjson.loads
         while read < count and time.perf_counter() < deadline:
             for messages in (await reader.getmany(timeout_ms=500, max_records=10_000)).values():
-                for message in messages:
+                for message in messages if decode else ():
                     try:
                         loads(message.value)
                         decoded += 1
