@@ -11,6 +11,7 @@
     bge bench catchup --events 500000               # a raw backlog drained to rows by bge worker
     bge bench domain                                # process() per raw event, pure CPU (needs no service)
     bge bench longrun --days 6 --events 120000      # simulated days with retention: tables and RSS flat
+    bge bench replay ingest --repeat 5              # five runs each, product and baseline alternated: medians
 
 Needs the local stack (``infra/stack up``); the Quix Streams baseline needs its own venv
 (``infra/bench/quix-venv``). Exit code 0 when every bench ran (targets met or not), 1 when the
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tracing in the product processes: off (default), on (every span to Jaeger), "
                              "or a sampling ratio such as 0.01; latency runs its own modes unless given")
     parser.add_argument("--seed", type=int, default=7, help="corpus seed (default 7)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each bench N times in a row and show each figure's median, its range and "
+                             "its ratio to the baseline in every run (for a machine whose speed moves)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the benches' topics and schemas")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default $BGE_STATE_DIR/bench/<run>)")
@@ -102,6 +108,46 @@ def _check_loopback() -> None:
             raise SystemExit(f"bge bench: refusing to load {host!r}: the benches only run against 127.0.0.1")
 
 
+def _measured(value: float | None) -> bool:
+    return value is not None and value == value  # not NaN
+
+
+def merge_repeats(runs: Sequence[Sequence[Figure]]) -> list[Figure]:
+    """One figure per label over repeated runs of one bench: the median of the runs' values (every
+    run's in ``extra["runs"]``), a product figure's ratio to its baseline in each run, and ``met``
+    when more than half the runs met the target. With one run, that run's figures as they are."""
+    if len(runs) == 1:
+        return list(runs[0])
+    by_label: dict[str, list[Figure]] = {}
+    for figures in runs:
+        for figure in figures:
+            by_label.setdefault(figure.label, []).append(figure)
+    baselines = [{f.label: f.value for f in figures if f.role == "baseline"} for figures in runs]
+    merged = []
+    for label, seen in by_label.items():
+        values = [f.value for f in seen]
+        measured = [v for v in values if _measured(v)]
+        first = seen[0]
+        notes = [f"median of {len(measured)} of {len(runs)} runs"]
+        if measured:
+            notes.append(f"{_number(min(measured), first.unit)}-{_number(max(measured), first.unit)}")
+        extra: dict[str, Any] = {"runs": values, "failed": any(f.extra.get("failed") for f in seen)}
+        if first.baseline is not None:
+            ratios = [f.value / base[first.baseline] for f, base in zip(seen, baselines, strict=False)
+                      if _measured(f.value) and _measured(base.get(first.baseline)) and base[first.baseline]]
+            if ratios:
+                extra["ratios"] = ratios
+                notes.append("of the baseline: " + ", ".join(f"{r:.0%}" for r in ratios))
+        decided = [f.met for f in seen if f.met is not None]
+        met = None if not decided else sum(decided) * 2 > len(runs)
+        if decided:
+            notes.append(f"met in {sum(decided)} of {len(runs)}")
+        merged.append(Figure(first.bench, label, statistics.median(measured) if measured else None, first.unit,
+                             role=first.role, baseline=first.baseline, target=first.target, met=met,
+                             notes="; ".join(notes), extra=extra))
+    return merged
+
+
 async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     from streams.bench import catchup, longrun, pipeline, soak, throughput
     from streams.bench import domain_cost as domain_bench
@@ -111,31 +157,37 @@ async def run(names: Sequence[str], opts: Options, args: argparse.Namespace) -> 
 
     figures: list[Figure] = []
     details: dict[str, Any] = {}
-    runners: dict[str, Callable[[], Awaitable[list[Figure]]]] = {
-        "ingest": lambda: throughput.bench_ingest(opts, events("ingest")),
-        "collect": lambda: throughput.bench_collect(opts, events("collect")),
-        "project": lambda: throughput.bench_project(opts, events("project")),
-        "replay": lambda: throughput.bench_replay(opts, events("replay")),
-        "latency": lambda: pipeline.bench_latency(opts, pipeline.latency_runs(args.rate, args.tracing), args.seconds),
-        "catchup": lambda: catchup.bench_catchup(opts, events("catchup")),
-        "memory": lambda: pipeline.bench_memory(opts, events("memory"), args.accounts or max(events("memory") // 5, 100)),
-        "soak": lambda: soak.bench_soak(opts, events("soak"), accounts=args.accounts,
-                                        restart_kafka=not args.no_kafka_restart,
-                                        restart_postgres=not args.no_postgres_restart),
-        "domain": lambda: domain_bench.bench_domain(opts, events("domain")),
-        "longrun": lambda: longrun.bench_longrun(opts, events("longrun"), args.days),
+    runners: dict[str, Callable[[Options], Awaitable[list[Figure]]]] = {
+        "ingest": lambda o: throughput.bench_ingest(o, events("ingest")),
+        "collect": lambda o: throughput.bench_collect(o, events("collect")),
+        "project": lambda o: throughput.bench_project(o, events("project")),
+        "replay": lambda o: throughput.bench_replay(o, events("replay")),
+        "latency": lambda o: pipeline.bench_latency(o, pipeline.latency_runs(args.rate, args.tracing), args.seconds),
+        "catchup": lambda o: catchup.bench_catchup(o, events("catchup")),
+        "memory": lambda o: pipeline.bench_memory(o, events("memory"), args.accounts or max(events("memory") // 5, 100)),
+        "soak": lambda o: soak.bench_soak(o, events("soak"), accounts=args.accounts,
+                                          restart_kafka=not args.no_kafka_restart,
+                                          restart_postgres=not args.no_postgres_restart),
+        "domain": lambda o: domain_bench.bench_domain(o, events("domain")),
+        "longrun": lambda o: longrun.bench_longrun(o, events("longrun"), args.days),
     }
     for name in names:
-        opts.log(f"--- {name}")
         started = time.monotonic()
-        try:
-            found = await runners[name]()
-        except Exception as error:  # noqa: BLE001 - one failed bench does not hide the others
-            traceback.print_exc(file=sys.stderr)
-            found = [Figure(name, f"{name} failed", None, "", notes=f"{type(error).__name__}: {str(error)[:300]}",
-                            extra={"failed": True})]
-        details[name] = {"seconds": time.monotonic() - started}
-        figures.extend(found)
+        runs = []
+        for attempt in range(1, args.repeat + 1):
+            opts.log(f"--- {name}" + (f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""))
+            try:
+                # each run its own topics and schema: a deleted topic's name is not free again at once
+                again = opts if attempt == 1 else dataclasses.replace(opts, run_id=f"{opts.run_id}r{attempt}")
+                runs.append(await runners[name](again))
+            except Exception as error:  # noqa: BLE001 - one failed bench does not hide the others
+                traceback.print_exc(file=sys.stderr)
+                runs.append([Figure(name, f"{name} failed", None, "",
+                                    notes=f"{type(error).__name__}: {str(error)[:300]}", extra={"failed": True})])
+        details[name] = {"seconds": time.monotonic() - started, "runs": len(runs)}
+        if any(f.bench == "soak" and f.met is False and f.extra.get("equality") for found in runs for f in found):
+            details[name]["unequal"] = True  # a soak that ended unequal in any run
+        figures.extend(merge_repeats(runs))
     return figures, details
 
 
@@ -168,7 +220,10 @@ def render(figures: Sequence[Figure], console: Console) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat is 1 or more")
     names = list(BENCHES) if "all" in args.benches else list(dict.fromkeys(args.benches))
     if args.tracing not in (None, "off", "on"):
         try:
@@ -202,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts.log(f"wrote {args.json}")
     if any(f.extra.get("failed") for f in figures):
         return 3
-    if any(f.bench == "soak" and f.met is False and f.extra.get("equality") for f in figures):
+    if any(bench.get("unequal") for bench in details.values()):
         return 1
     return 0
 

@@ -16,6 +16,8 @@ import pytest
 
 from streams.bench import targets
 from streams.bench.catchup import CatchupClock
+from streams.bench.cli import build_parser, merge_repeats
+from streams.bench.harness import Figure
 from streams.bench.harness import ProcessSampler, service_cpu_s, batch_gc_policy
 from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
@@ -35,6 +37,51 @@ async def test_domain_messages_keeps_the_collect_logger_level_of_the_process_tha
         assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(logging.NOTSET)
+
+
+# --- repeated runs ----------------------------------------------------------------------------
+
+
+def _replay_run(baseline: float, product: float | None, met: bool | None) -> list[Figure]:
+    return [
+        Figure("replay", "plain", baseline, "events/s", role="baseline"),
+        Figure("replay", "bge replay", product, "events/s", baseline="plain", target=targets.REPLAY.text, met=met,
+               notes="one run's own note"),
+    ]
+
+
+def test_one_run_is_shown_as_it_ran():
+    run = _replay_run(100.0, 90.0, True)
+    assert merge_repeats([run]) == run
+
+
+def test_repeated_runs_show_the_median_each_runs_ratio_and_the_majority_on_the_target():
+    baseline, product = merge_repeats([
+        _replay_run(100.0, 90.0, True), _replay_run(200.0, 100.0, False), _replay_run(120.0, 108.0, True),
+    ])
+    assert baseline.role == "baseline" and baseline.value == 120.0 and baseline.extra["runs"] == [100.0, 200.0, 120.0]
+    assert product.value == 100.0 and product.baseline == "plain" and product.target == targets.REPLAY.text
+    assert product.extra["ratios"] == [0.9, 0.5, 0.9]
+    assert product.met is True and "met in 2 of 3" in product.notes and "90%, 50%, 90%" in product.notes
+    assert "one run's own note" not in product.notes
+
+
+def test_a_target_met_in_half_the_runs_or_fewer_is_not_met():
+    product = merge_repeats([_replay_run(100.0, 90.0, True), _replay_run(100.0, 50.0, False)])[1]
+    assert product.met is False and product.value == 70.0
+
+
+def test_a_failed_run_counts_against_the_target_and_marks_the_bench_failed():
+    failed = [Figure("replay", "replay failed", None, "", extra={"failed": True})]
+    merged = merge_repeats([_replay_run(100.0, 90.0, True), failed, _replay_run(100.0, float("nan"), None)])
+    product = next(f for f in merged if f.label == "bge replay")
+    assert product.value == 90.0 and product.met is False and "median of 1 of 3 runs" in product.notes
+    assert next(f for f in merged if f.label == "replay failed").extra["failed"]
+
+
+def test_repeat_is_one_or_more():
+    assert build_parser().parse_args(["replay"]).repeat == 1
+    assert build_parser().parse_args(["replay", "--repeat", "3"]).repeat == 3
 
 
 # --- targets ----------------------------------------------------------------------------------
