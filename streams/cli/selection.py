@@ -553,9 +553,7 @@ def message_record(
             record["key"] = None
             record["key_base64"] = base64.b64encode(key).decode()
     decoded = record["headers"] = decode_headers(headers)
-    traceparent = decoded.get("traceparent")
-    parts = traceparent.split("-") if traceparent else ()
-    record["trace_id"] = parts[1] if len(parts) == 4 else None
+    record["trace_id"] = _decoded_trace_id(decoded)
     record["encoding"], record["value"] = json_value(value)
     return record
 
@@ -593,17 +591,21 @@ def message_line(
             _VALIDATOR.parse(value)  # validation only, nothing built: the value is embedded as it is
             text_key = b"null" if key is None else orjson.dumps(key.decode())
             decoded = decode_headers(headers)
-            traceparent = decoded.get("traceparent")
-            parts = traceparent.split("-") if traceparent else ()
-            trace_id = orjson.dumps(parts[1]) if len(parts) == 4 else b"null"
             return _LINE % (
                 _json_text(topic), partition, offset, iso_ms(timestamp_ms).encode(), timestamp_ms, text_key,
-                orjson.dumps(decoded), trace_id, value,
+                orjson.dumps(decoded), orjson.dumps(_decoded_trace_id(decoded)), value,
             )
         except (ValueError, TypeError, RuntimeError):
             pass  # not JSON (or nested too deep), a key that is not UTF-8, a header name that is not text
     record = message_record(topic, partition, offset, timestamp_ms, key, headers, value)
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+
+
+def _decoded_trace_id(headers: dict[str, str]) -> str | None:
+    """The trace id of decoded headers' ``traceparent`` (the last one, as the record shows it)."""
+    traceparent = headers.get(Header.TRACEPARENT)
+    parts = traceparent.split("-") if traceparent else ()
+    return parts[1] if len(parts) == 4 else None
 
 
 @lru_cache(maxsize=64)
