@@ -496,15 +496,6 @@ class MessageFilter:
 # --- the JSON form of a message ------------------------------------------------------------
 
 
-def trace_id(headers: Headers | None) -> str | None:
-    """The trace id (32 hex) of a ``traceparent`` header, if any."""
-    value = _header(headers, Header.TRACEPARENT)
-    if value is None:
-        return None
-    parts = value.decode("latin-1").split("-")
-    return parts[1] if len(parts) == 4 else None
-
-
 @lru_cache(maxsize=4096)
 def iso_ms(timestamp_ms: int) -> str:
     """``2026-07-04T14:38:08.085Z`` (cached: a batch's messages share few milliseconds)."""
