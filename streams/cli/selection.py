@@ -336,13 +336,6 @@ def decode_headers(headers: Headers | None) -> dict[str, str]:
         return {name: value.decode("utf-8", "replace") if value else "" for name, value in headers}
 
 
-def _header(headers: Headers | None, name: str) -> bytes | None:
-    for key, value in headers or ():
-        if key == name:
-            return value
-    return None
-
-
 def event_facts(document: Any) -> tuple[str | None, str | None, str | None]:
     """``(kind, collection, operation)`` of a raw Jetstream event or a domain event (from its
     ``source``) parsed from JSON."""
