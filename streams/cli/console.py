@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -31,6 +30,7 @@ from streams.cli.selection import (
     Bounds,
     MessageFilter,
     SelectionError,
+    json_line,
     parse_bound,
     parse_offset_bounds,
     parse_where,
@@ -204,11 +204,7 @@ class Output:
         return "table" if isatty is not None and isatty() else "json"
 
     def json(self, record: Any) -> None:
-        line = json_line(record)
-        if self._binary is not None:
-            self._binary.write(line)
-        else:
-            self._text.write(line.decode())
+        self.lines(json_line(record))
 
     def json_many(self, records: list[Any]) -> None:
         if records:
@@ -234,15 +230,6 @@ class Output:
             if self._binary is not None:
                 self._binary.flush()
             self._text.flush()
-
-
-def json_line(record: Any) -> bytes:
-    """``record`` as one line of JSON. Keys that are not strings become strings; orjson's option
-    for that slows every dict by half, so it is asked for only when a record has one."""
-    try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
 
 
 # --- progress and tally ----------------------------------------------------------------------
