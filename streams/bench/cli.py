@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.bench.harness import ROOT, Figure, Options
+from streams.bench.targets import measured
 
 __all__ = ["BENCHES", "build_parser", "main", "render", "run"]
 
@@ -108,10 +109,6 @@ def _check_loopback() -> None:
             raise SystemExit(f"bge bench: refusing to load {host!r}: the benches only run against 127.0.0.1")
 
 
-def _measured(value: float | None) -> bool:
-    return value is not None and value == value  # not NaN
-
-
 def merge_repeats(runs: Sequence[Sequence[Figure]]) -> list[Figure]:
     """One figure per label over repeated runs of one bench: the median of the runs' values (every
     run's in ``extra["runs"]``), a product figure's ratio to its baseline in each run, and ``met``
@@ -126,15 +123,15 @@ def merge_repeats(runs: Sequence[Sequence[Figure]]) -> list[Figure]:
     merged = []
     for label, seen in by_label.items():
         values = [f.value for f in seen]
-        measured = [v for v in values if _measured(v)]
+        measured_values = [v for v in values if measured(v)]
         first = seen[0]
-        notes = [f"median of {len(measured)} of {len(runs)} runs"]
-        if measured:
-            notes.append(f"{_number(min(measured), first.unit)}-{_number(max(measured), first.unit)}")
+        notes = [f"median of {len(measured_values)} of {len(runs)} runs"]
+        if measured_values:
+            notes.append(f"{_number(min(measured_values), first.unit)}-{_number(max(measured_values), first.unit)}")
         extra: dict[str, Any] = {"runs": values, "failed": any(f.extra.get("failed") for f in seen)}
         if first.baseline is not None:
             ratios = [f.value / base[first.baseline] for f, base in zip(seen, baselines, strict=False)
-                      if _measured(f.value) and _measured(base.get(first.baseline)) and base[first.baseline]]
+                      if measured(f.value) and measured(base.get(first.baseline)) and base[first.baseline]]
             if ratios:
                 extra["ratios"] = ratios
                 notes.append("of the baseline: " + ", ".join(f"{r:.0%}" for r in ratios))
@@ -142,7 +139,7 @@ def merge_repeats(runs: Sequence[Sequence[Figure]]) -> list[Figure]:
         met = None if not decided else sum(decided) * 2 > len(runs)
         if decided:
             notes.append(f"met in {sum(decided)} of {len(runs)}")
-        merged.append(Figure(first.bench, label, statistics.median(measured) if measured else None, first.unit,
+        merged.append(Figure(first.bench, label, statistics.median(measured_values) if measured_values else None, first.unit,
                              role=first.role, baseline=first.baseline, target=first.target, met=met,
                              notes="; ".join(notes), extra=extra))
     return merged

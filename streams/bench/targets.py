@@ -25,11 +25,13 @@ __all__ = [
     "RSS_EVENTS",
     "Target",
     "latency_target",
+    "measured",
     "rss_met",
 ]
 
 
-def _measured(value: float | None) -> bool:
+def measured(value: float | None) -> bool:
+    """A figure was measured: not missing, not NaN."""
     return value is not None and not math.isnan(value)
 
 
@@ -45,7 +47,7 @@ class Target:
     unsaturated: bool = False  # the run kept up (latency: every event committed within the wait)
 
     def met(self, value: float | None, baseline: float | None = None, *, saturated: bool = False) -> bool | None:
-        if not _measured(value):
+        if not measured(value):
             return None
         assert value is not None
         if self.unsaturated and saturated:
@@ -56,7 +58,7 @@ class Target:
             return False
         if self.of_baseline is None and not self.ahead_of_baseline:
             return True
-        if not _measured(baseline) or baseline is None or baseline <= 0:
+        if not measured(baseline) or baseline is None or baseline <= 0:
             return None  # the rest holds; the comparison cannot be made
         if self.of_baseline is not None and not value >= self.of_baseline * baseline:
             return False
