@@ -7,15 +7,14 @@ tuned for throughput, consumers that never commit, and the topics with their par
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from murmurhash2 import murmurhash2
 
 from projections import Record
 from streams.config import Settings
@@ -35,37 +34,16 @@ class Received(Record, Protocol):
     @property
     def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
 
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
+_MURMUR2_SEED = 0x9747B28C
+"""The seed of Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``)."""
 
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as an unsigned 32-bit
-    int: the same result as ``aiokafka.partitioner.murmur2`` in a fraction of its time (the
-    4-byte words are unpacked at once instead of byte by byte)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    words = length // 4
-    for k in struct.unpack_from(f"<{words}I", data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
-    tail = length & 3
-    if tail:
-        base = length & ~3
-        if tail == 3:
-            h ^= data[base + 2] << 16
-        if tail >= 2:
-            h ^= data[base + 1] << 8
-        h = ((h ^ data[base]) * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    return h ^ (h >> 15)
-
-
-@functools.lru_cache(maxsize=16_384)
-def _positive_hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
+    int: the same result as ``aiokafka.partitioner.murmur2``. Kafka's is the standard 32-bit
+    MurmurHash2 with its own seed, so the C one of ``murmurhash2`` computes it: under 1 µs for a DID
+    against 8.8 µs word by word in Python, which was an eighth of the ingest's time."""
+    return murmurhash2(data, _MURMUR2_SEED)
 
 
 class KeyPartitioner:
@@ -73,13 +51,14 @@ class KeyPartitioner:
     a random available partition for a null key), for aiokafka and Faust producers.
 
     aiokafka's own is pure Python byte by byte (about 40 µs a key, a third of a send); this one
-    hashes word by word and remembers the hashes of recent keys, which repeat (the same DIDs
-    and posts keep coming)."""
+    hashes in C (:func:`murmur2`): 0.7 µs a key over 60,000 DIDs, without a cache (a cache of recent keys
+    saved 0.1 µs when a raw event's four records share its DID, and cost 0.5 µs when the keys
+    seldom repeat, as the ingest's do)."""
 
     def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
         if key is None:
             return random.choice(available or all_partitions)
-        return all_partitions[_positive_hash(key) % len(all_partitions)]
+        return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 PRODUCER_COMPRESSION = "zstd"
