@@ -40,7 +40,7 @@ from streams.observability.metrics import PipelineMetrics, export_interval_secon
 from streams.stages.popularity import Popularity
 from streams.kafka.state import ChangelogState
 from streams.stages.project import Projector
-from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route, tune_gc
+from streams.kafka.source import Batch, BatchChannel, BatchedSource, Route, tune_gc, tune_malloc
 from streams.observability.tracing import instrument_psycopg, setup_tracing
 
 __all__ = ["GrowthApp", "app", "create_app", "settings"]
@@ -282,3 +282,4 @@ def worker_metrics(app: GrowthApp, settings: Settings, source: BatchedSource, co
 settings = load_settings()
 app = create_app(settings)
 tune_gc()
+tune_malloc()

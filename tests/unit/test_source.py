@@ -4,8 +4,14 @@ the consumer is a recorder of commits)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import subprocess
+import sys
+import weakref
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
 from streams.config import Settings
@@ -118,3 +124,120 @@ async def test_a_revoke_waits_for_the_batch_in_flight_commits_it_then_lets_the_s
     assert [b async for b in stages] == []
     settling.cancel()
     assert stream.enable_acks is False
+
+
+class Record:
+    """A fetched record that can be watched for being freed."""
+
+    __slots__ = ("offset", "__weakref__")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class Fetching(CommitRecorder):
+    """A consumer with one fetch to give, then none."""
+
+    def __init__(self, fetched: dict[TopicPartition, list[Record]]) -> None:
+        super().__init__()
+        self.fetches = [fetched]
+        self.paused: set[TopicPartition] = set()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        if self.fetches:
+            return self.fetches.pop()
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
+
+class QueueChannel:
+    """A stage's channel and its stream in one: what is sent is iterated, and nothing else holds it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self.enable_acks = True
+
+    async def send(self, value: Batch) -> None:
+        self.queue.put_nowait(value)
+
+    def __aiter__(self) -> QueueChannel:
+        return self
+
+    async def __anext__(self) -> Batch:
+        return await self.queue.get()
+
+
+async def test_a_processed_batch_waiting_for_its_acknowledgements_holds_no_records() -> None:
+    """A settling batch keeps its offsets, not its records: fetching, handing over, processing and
+    settling leave nothing that holds them while the stage waits for Kafka and for the next batch."""
+    fetched = {TP0: [Record(0), Record(1)], TP1: [Record(0)]}
+    watched = [weakref.ref(record) for records in fetched.values() for record in records]
+    consumer, fatal = Fetching(fetched), []
+    del fetched
+    source = source_with(consumer, fatal)  # type: ignore[arg-type]
+    channel = QueueChannel()
+    source.route(TOPIC, Route(channel=channel))  # type: ignore[arg-type]
+    pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # not acknowledged yet
+    handled: list[int] = []
+
+    async def handle(batch: Batch) -> list[asyncio.Future[Any]]:
+        handled.append(len(batch.records))
+        return [pending]
+
+    tasks = [asyncio.create_task(source._fetch()), asyncio.create_task(source._deliver(TOPIC, source.routes[TOPIC])),  # noqa: SLF001
+             asyncio.create_task(source.run(channel, handle))]  # type: ignore[arg-type]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gc.collect()
+    assert handled == [3] and source.routes[TOPIC].settling.qsize() == 1  # settled, waiting for Kafka
+    assert [ref() for ref in watched] == [None, None, None]
+    tasks.append(asyncio.create_task(source._settle_in_order(source.routes[TOPIC])))  # noqa: SLF001
+    delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    delivery.set_result(None)
+    pending.set_result(delivery)  # handed to the producer, then acknowledged
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await source._commit()  # noqa: SLF001
+    assert consumer.commits == [{TP0: 2, TP1: 1}] and source.routes[TOPIC].settled == 3 and not fatal
+    assert consumer.paused == set()  # the backlog emptied: fetching resumed
+    for task in tasks:
+        task.cancel()
+
+
+MAPPED_AFTER_A_BIG_FREE = """
+import ctypes, sys
+from streams.kafka.source import tune_malloc
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+tuned = tune_malloc() if sys.argv[1] == "tuned" else False
+fetched = bytearray(8 << 20)  # a fetch response: mapped, then freed
+del fetched
+before = libc.mallinfo2().hblkhd
+sends = bytearray(512 << 10)  # a batch of sends
+mapped = libc.mallinfo2().hblkhd - before >= len(sends)
+print(tuned, mapped)
+"""
+
+
+@pytest.mark.parametrize(("mode", "env", "expected"), [
+    ("untuned", {}, "False False"),  # glibc raised its threshold to 8 MiB: the 512 KiB come from the heap
+    ("tuned", {}, "True True"),
+    ("tuned", {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)}, "False False"),  # the environment's choice stands
+])
+def test_tune_malloc_keeps_big_buffers_mapped_after_a_bigger_one_was_freed(mode: str, env: dict[str, str],
+                                                                            expected: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+    done = subprocess.run([sys.executable, "-c", MAPPED_AFTER_A_BIG_FREE, mode], env=environment,
+                          capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split("\n")[-2] == expected
