@@ -180,7 +180,7 @@ async def test_a_processed_batch_waiting_for_its_acknowledgements_holds_no_recor
     watched = [weakref.ref(record) for records in fetched.values() for record in records]
     consumer, fatal = Fetching(fetched), []
     del fetched
-    source = source_with(consumer, fatal)  # type: ignore[arg-type]
+    source = source_with(consumer, fatal)
     channel = QueueChannel()
     source.route(TOPIC, Route(channel=channel))  # type: ignore[arg-type]
     pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # not acknowledged yet
