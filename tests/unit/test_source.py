@@ -136,24 +136,27 @@ class Record:
 
 
 class Fetching(CommitRecorder):
-    """A consumer with one fetch to give, then none."""
+    """A consumer with fetches to give, then none; it records the partitions each ``getmany`` asked for."""
 
-    def __init__(self, fetched: dict[TopicPartition, list[Record]]) -> None:
+    def __init__(self, *fetches: dict[TopicPartition, list[Record]],
+                 assigned: set[TopicPartition] | None = None) -> None:
         super().__init__()
-        self.fetches = [fetched]
-        self.paused: set[TopicPartition] = set()
+        self.fetches = list(fetches)
+        self.assigned = assigned or {TP0, TP1}
+        self.asked: list[set[TopicPartition]] = []
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
-        if self.fetches:
-            return self.fetches.pop()
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int,
+                      max_records: int) -> dict[TopicPartition, list[Record]]:
+        self.asked.append(set(partitions))
+        wanted = set(partitions) or self.assigned
+        for index, fetched in enumerate(self.fetches):
+            if all(tp in wanted for tp in fetched):
+                return self.fetches.pop(index)
         await asyncio.sleep(timeout_ms / 1000)
         return {}
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        self.paused.update(partitions)
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        self.paused.difference_update(partitions)
 
 
 class QueueChannel:
@@ -205,9 +208,37 @@ async def test_a_processed_batch_waiting_for_its_acknowledgements_holds_no_recor
         await asyncio.sleep(0)
     await source._commit()  # noqa: SLF001
     assert consumer.commits == [{TP0: 2, TP1: 1}] and source.routes[TOPIC].settled == 3 and not fatal
-    assert consumer.paused == set()  # the backlog emptied: fetching resumed
+    assert not source.routes[TOPIC].held and consumer.asked[-1] == set()  # the backlog emptied: every partition taken
     for task in tasks:
         task.cancel()
+
+
+async def test_a_stage_behind_leaves_its_records_in_the_consumer_and_never_holds_up_another_topic() -> None:
+    """A topic whose stage has a batch waiting is not asked for (its fetched records stay in the
+    consumer's buffer; nothing is paused, which would make aiokafka drop and fetch them again); the
+    other topics' records still flow; with every topic behind, the source waits without asking."""
+    other = TopicPartition("events", 0)
+    consumer, fatal = Fetching({TP0: [Record(0)]}, {TP1: [Record(0)]}, {other: [Record(0)]},
+                               assigned={TP0, TP1, other}), []
+    source = source_with(consumer, fatal)
+    raw, events = QueueChannel(), QueueChannel()
+    source.route(TOPIC, Route(channel=raw))  # type: ignore[arg-type]
+    source.route("events", Route(channel=events))  # type: ignore[arg-type]
+    fetch = asyncio.create_task(source._fetch())  # noqa: SLF001
+    await asyncio.sleep(0.01)
+    assert source.routes[TOPIC].held and consumer.asked[0] == set() and consumer.asked[1] == {other}
+    assert source.routes[TOPIC].backlog.qsize() == 1 and [set(f) for f in consumer.fetches] == [{TP1}]  # left in the consumer
+    assert source.routes["events"].held and source.routes["events"].backlog.qsize() == 1
+    asked = len(consumer.asked)
+    await asyncio.sleep(0.3)
+    assert len(consumer.asked) == asked  # every topic behind: nothing asked for
+    deliver = asyncio.create_task(source._deliver(TOPIC, source.routes[TOPIC]))  # noqa: SLF001
+    await asyncio.sleep(0.01)
+    assert not source.routes[TOPIC].held and consumer.asked[asked] == {TP0, TP1}
+    assert consumer.fetches == [] and raw.queue.qsize() == 2  # both raw batches reached the stage
+    for task in (fetch, deliver):
+        task.cancel()
+    assert not fatal
 
 
 MAPPED_AFTER_A_BIG_FREE = """
