@@ -165,7 +165,7 @@ class BatchedSource(ConsumerRebalanceListener):
         self._consumer = consumer
         self._tasks = [asyncio.create_task(self._fetch(), name="source-fetch"),
                        asyncio.create_task(self._commit_periodically(), name="source-commit"),
-                       *(asyncio.create_task(self._deliver(topic, route), name=f"source-deliver-{topic}")
+                       *(asyncio.create_task(self._deliver(route), name=f"source-deliver-{topic}")
                          for topic, route in self.routes.items()),
                        *(asyncio.create_task(self._settle_in_order(route), name=f"source-settle-{topic}")
                          for topic, route in self.routes.items())]
@@ -303,8 +303,8 @@ class BatchedSource(ConsumerRebalanceListener):
             if route.backlog.qsize() >= BACKLOG_HOLD:
                 route.held = True
 
-    async def _deliver(self, topic: str, route: Route) -> None:
-        """Hand ``topic``'s fetched batches to its stage, one at a time (the channel is a few
+    async def _deliver(self, route: Route) -> None:
+        """Hand a topic's fetched batches to its stage, one at a time (the channel is a few
         batches deep), and let its records be taken again once the backlog is short again."""
         while True:  # no local holds the batch handed over while the next one is awaited
             await route.channel.send(value=await route.backlog.get())

@@ -193,7 +193,7 @@ async def test_a_processed_batch_waiting_for_its_acknowledgements_holds_no_recor
         handled.append(len(batch.records))
         return [pending]
 
-    tasks = [asyncio.create_task(source._fetch()), asyncio.create_task(source._deliver(TOPIC, source.routes[TOPIC])),  # noqa: SLF001
+    tasks = [asyncio.create_task(source._fetch()), asyncio.create_task(source._deliver(source.routes[TOPIC])),  # noqa: SLF001
              asyncio.create_task(source.run(channel, handle))]  # type: ignore[arg-type]
     for _ in range(20):
         await asyncio.sleep(0)
@@ -232,7 +232,7 @@ async def test_a_stage_behind_leaves_its_records_in_the_consumer_and_never_holds
     asked = len(consumer.asked)
     await asyncio.sleep(0.3)
     assert len(consumer.asked) == asked  # every topic behind: nothing asked for
-    deliver = asyncio.create_task(source._deliver(TOPIC, source.routes[TOPIC]))  # noqa: SLF001
+    deliver = asyncio.create_task(source._deliver(source.routes[TOPIC]))  # noqa: SLF001
     await asyncio.sleep(0.01)
     assert not source.routes[TOPIC].held and consumer.asked[asked] == {TP0, TP1}
     assert consumer.fetches == [] and raw.queue.qsize() == 2  # both raw batches reached the stage
