@@ -151,10 +151,13 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
         cores_busy = services["all"] / clock.done_s
         opts.log("catchup CPU per raw event: " + ", ".join(f"{name} {us:,.0f} µs" for name, us in cpu_us.items())
                  + f"; the machine's cores busy: {cores_busy:.2f} of {psutil.cpu_count()}")
+        kernel_us = {name: (sampler.system_s(name) or 0.0) / written * 1e6 for name in workers}
+        faults = {name: (sampler.minor_faults(name) or 0) / written for name in workers}
         extra = {"events": written, "domain_events": domain_events, "seconds": clock.done_s,
                  "first_row_s": first_row_s, "collected_s": clock.collected_s, "workers": list(workers),
                  "peak_rss_mb": {name: sampler.peak_mb(name) for name in workers},
-                 "cpu_us_per_event": cpu_us, "cores_busy": cores_busy}
+                 "cpu_us_per_event": cpu_us, "kernel_us_per_event": kernel_us,
+                 "minor_faults_per_event": faults, "cores_busy": cores_busy}
         figures = [
             Figure("catchup", plain_label, plain["rate"], "events/s", role="baseline",
                    extra={"seconds": plain["seconds"], "events": plain["events"]}),
@@ -171,6 +174,9 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             figures.append(Figure("catchup", f"CPU of {name} per raw event while catching up", us, "µs",
                                   notes=(f"{us * rate / 1e6:.2f} of a core busy" if name in workers
                                          else "the local stack's processes")))
+            if name in workers:
+                figures.append(Figure("catchup", f"of which in the kernel ({name})", kernel_us[name], "µs",
+                                      notes=f"{faults[name]:.1f} minor page faults per raw event"))
         figures.append(Figure("catchup", "the machine's cores busy while catching up", cores_busy, "cores",
                               notes=f"of {psutil.cpu_count()}: every process on the machine"))
         for name in workers:

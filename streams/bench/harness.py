@@ -391,10 +391,19 @@ class BackgroundLoop:
                 await self._task
 
 
+def minor_faults(pid: int) -> int | None:
+    """The minor page faults process ``pid`` took so far (``/proc/<pid>/stat``; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[7])  # minflt, the 10th field; the name may hold spaces
+
+
 class ProcessSampler(BackgroundLoop):
     """Samples named processes every ``interval`` seconds: the peak resident set size of each
-    name (over restarts) and the CPU time its processes used (user and system, every pid the
-    name had)."""
+    name (over restarts), the CPU time its processes used (user and system, every pid the
+    name had), the part of it in the kernel, and their minor page faults."""
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
@@ -402,6 +411,8 @@ class ProcessSampler(BackgroundLoop):
         self.peak: dict[str, int] = {}
         self.samples: dict[str, int] = {}
         self.cpu: dict[str, dict[int, float]] = {}
+        self.system: dict[str, dict[int, float]] = {}
+        self.faults: dict[str, dict[int, int]] = {}
 
     def watch(self, name: str, pid: Callable[[], int | None]) -> None:
         self.procs[name] = pid
@@ -421,6 +432,10 @@ class ProcessSampler(BackgroundLoop):
             self.peak[name] = max(self.peak.get(name, 0), rss)
             self.samples[name] = self.samples.get(name, 0) + 1
             self.cpu.setdefault(name, {})[pid] = times.user + times.system
+            self.system.setdefault(name, {})[pid] = times.system
+            faults = minor_faults(pid)
+            if faults is not None:
+                self.faults.setdefault(name, {})[pid] = faults
 
     async def _run(self) -> None:
         while True:
@@ -437,6 +452,14 @@ class ProcessSampler(BackgroundLoop):
     def cpu_s(self, name: str) -> float | None:
         """CPU seconds the processes of ``name`` used up to the last sample."""
         return sum(self.cpu[name].values()) if name in self.cpu else None
+
+    def system_s(self, name: str) -> float | None:
+        """The part of :meth:`cpu_s` spent in the kernel (page faults, system calls)."""
+        return sum(self.system[name].values()) if name in self.system else None
+
+    def minor_faults(self, name: str) -> int | None:
+        """Minor page faults the processes of ``name`` took up to the last sample."""
+        return sum(self.faults[name].values()) if name in self.faults else None
 
 
 def service_cpu_s() -> dict[str, float]:

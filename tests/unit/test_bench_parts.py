@@ -245,6 +245,31 @@ def test_the_process_sampler_adds_the_cpu_of_every_pid_a_name_had() -> None:
         child.wait()
 
 
+def test_the_process_sampler_counts_the_page_faults_and_kernel_time_of_fresh_memory() -> None:
+    """Touching memory mapped for the purpose faults each page in, in the kernel: the sampler sees both."""
+    toucher = ("import mmap, sys\nsys.stdin.readline()\nfor _ in range(40):\n    m = mmap.mmap(-1, 8 << 20)\n"
+               "    m.madvise(mmap.MADV_NOHUGEPAGE)\n    for page in range(0, 8 << 20, 4096): m[page] = 1\n    m.close()\nprint('touched', flush=True)\n"
+               "sys.stdin.readline()")
+    child = subprocess.Popen([sys.executable, "-c", toucher], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        sampler = ProcessSampler()
+        sampler.watch("worker", lambda: child.pid)
+        sampler.sample()
+        before = sampler.minor_faults("worker")
+        assert before is not None
+        child.stdin.write("touch\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "touched\n"
+        sampler.sample()
+        assert (sampler.minor_faults("worker") or 0) - before >= 40 * 2048  # 2,048 pages of 4 KiB each time
+        assert 0 < (sampler.system_s("worker") or 0) <= (sampler.cpu_s("worker") or 0)
+        assert sampler.minor_faults("absent") is None and sampler.system_s("absent") is None
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_the_machine_s_cpu_grows_with_work() -> None:
     before = service_cpu_s()
     _burn(0.2)
