@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from psycopg import sql
 
+from domain.events import encode
 from domain.growth import StrategyConfig, StrategyState
 from domain.pipeline import process
 from projections import apply_batch, connect, migrate
@@ -497,10 +498,13 @@ async def test_replay_reads_faster_than_the_collect_pipeline_processes(unique: s
     config = as_collected(StrategyConfig())
     started = time.perf_counter()
     state = StrategyState()
-    for line in lines:
+    for line in lines:  # what collect does per raw event before Kafka: decide, then encode what it sends
         outcome = process(line, config=config, state=state).value_or(None)
-        if outcome is not None and outcome.state_changes:
-            state = state.apply(outcome.state_changes)
+        if outcome is not None:
+            for event in outcome.events:
+                encode(event)
+            if outcome.state_changes:
+                state = state.apply(outcome.state_changes)
     pipeline_rate = len(lines) / (time.perf_counter() - started)
     rates = {}
     for name, argv in (("all, JSON lines", ["raw"]), ("filtered", ["raw", "--collection", "app.bsky.feed.post", "-q"]),
