@@ -391,7 +391,7 @@ class BackgroundLoop:
                 await self._task
 
 
-def minor_faults(pid: int) -> int | None:
+def minor_faults_of(pid: int) -> int | None:
     """The minor page faults process ``pid`` took so far (``/proc/<pid>/stat``; None elsewhere)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -433,7 +433,7 @@ class ProcessSampler(BackgroundLoop):
             self.samples[name] = self.samples.get(name, 0) + 1
             self.cpu.setdefault(name, {})[pid] = times.user + times.system
             self.system.setdefault(name, {})[pid] = times.system
-            faults = minor_faults(pid)
+            faults = minor_faults_of(pid)
             if faults is not None:
                 self.faults.setdefault(name, {})[pid] = faults
 

@@ -245,12 +245,24 @@ def test_the_process_sampler_adds_the_cpu_of_every_pid_a_name_had() -> None:
         child.wait()
 
 
+TOUCHES_FRESH_PAGES = """
+import mmap, sys
+sys.stdin.readline()
+for _ in range(40):
+    m = mmap.mmap(-1, 8 << 20)
+    m.madvise(mmap.MADV_NOHUGEPAGE)  # 2,048 pages of 4 KiB, each faulted in when first written
+    for page in range(0, 8 << 20, 4096):
+        m[page] = 1
+    m.close()
+print("touched", flush=True)
+sys.stdin.readline()
+"""
+
+
 def test_the_process_sampler_counts_the_page_faults_and_kernel_time_of_fresh_memory() -> None:
     """Touching memory mapped for the purpose faults each page in, in the kernel: the sampler sees both."""
-    toucher = ("import mmap, sys\nsys.stdin.readline()\nfor _ in range(40):\n    m = mmap.mmap(-1, 8 << 20)\n"
-               "    m.madvise(mmap.MADV_NOHUGEPAGE)\n    for page in range(0, 8 << 20, 4096): m[page] = 1\n    m.close()\nprint('touched', flush=True)\n"
-               "sys.stdin.readline()")
-    child = subprocess.Popen([sys.executable, "-c", toucher], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", TOUCHES_FRESH_PAGES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
     assert child.stdin is not None and child.stdout is not None
     try:
         sampler = ProcessSampler()
