@@ -218,7 +218,9 @@ class Settings(BaseSettings):
     projector_batch_size: int = Field(5000, ge=1, le=100_000,
                                       description="The most messages one projection transaction applies.")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "none", description="Compression of what the worker's stages send (lz4 cost 13% of a collect worker's CPU).")
+        "zstd", description="Compression of what the worker's stages send: zstd writes their topics about a ninth "
+                            "the size at no measurable CPU cost (aiokafka's lz4 is lz4 HC and cost 13% of a collect "
+                            "worker's CPU).")
 
     # -- field validators (each error is reported against its own variable) -------------------
 
