@@ -14,6 +14,8 @@ and ``bge worker`` starts, as a user starts it (one process with every agent; tw
   0.1 s, so the end is late by at most a poll.
 - Also: the time from the start to the first row (the projector's first committed batch), when
   collect committed the raw topic, and the peak RSS of the worker.
+- The two phases: the domain events projected by the time collect committed the raw topic (while
+  collect had input, the stages share the worker), and the projector's rate alone after that.
 - The baseline: :func:`streams.bench.baselines.consume_and_decode` (a plain aiokafka consumer,
   ``orjson.loads`` of every value) over the same backlog, before the worker starts.
 """
@@ -153,11 +155,16 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                  + f"; the machine's cores busy: {cores_busy:.2f} of {psutil.cpu_count()}")
         kernel_us = {name: (sampler.system_s(name) or 0.0) / written * 1e6 for name in workers}
         faults = {name: (sampler.minor_faults(name) or 0) / written for name in workers}
+        collected_s = clock.collected_s or 0.0
+        projected_while_collecting = watcher.total_at(started + collected_s)
+        alone_s = clock.done_s - collected_s
+        alone_rate = (domain_events - projected_while_collecting) / alone_s if alone_s > 0 else None
         extra = {"events": written, "domain_events": domain_events, "seconds": clock.done_s,
                  "first_row_s": first_row_s, "collected_s": clock.collected_s, "workers": list(workers),
                  "peak_rss_mb": {name: sampler.peak_mb(name) for name in workers},
                  "cpu_us_per_event": cpu_us, "kernel_us_per_event": kernel_us,
-                 "minor_faults_per_event": faults, "cores_busy": cores_busy}
+                 "minor_faults_per_event": faults, "cores_busy": cores_busy,
+                 "projected_while_collecting": projected_while_collecting, "projector_alone_rate": alone_rate}
         figures = [
             Figure("catchup", plain_label, plain["rate"], "events/s", role="baseline",
                    extra={"seconds": plain["seconds"], "events": plain["events"]}),
@@ -169,6 +176,10 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                    extra=extra),
             Figure("catchup", "time from the worker's start to the first row", first_row_s, "s",
                    notes="the projector's first committed batch"),
+            Figure("catchup", "domain events projected while collect had input", projected_while_collecting,
+                   "events", notes=f"of {domain_events:,}, in the first {collected_s:.1f} s"),
+            Figure("catchup", "the projector alone, after collect committed the raw topic", alone_rate, "events/s",
+                   notes=f"domain events per second over the last {alone_s:.1f} s"),
         ]
         for name, us in cpu_us.items():
             figures.append(Figure("catchup", f"CPU of {name} per raw event while catching up", us, "µs",

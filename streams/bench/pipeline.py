@@ -131,6 +131,14 @@ class OffsetsWatcher(BackgroundLoop):
         index = bisect.bisect_right([mark for mark, _ in moves], offset)
         return moves[index][1] if index < len(moves) else None
 
+    def total_at(self, when: float) -> int:
+        """The sum of the marks as polled at ``when`` (each partition's last move at or before it)."""
+        total = 0
+        for moves in self.moves.values():
+            index = bisect.bisect_right([at for _, at in moves], when)
+            total += moves[index - 1][0] if index else 0
+        return total
+
     @property
     def total(self) -> int:
         return sum(self.marks.values())

@@ -19,7 +19,7 @@ from streams.bench.catchup import CatchupClock
 from streams.bench.cli import build_parser, merge_repeats
 from streams.bench.harness import Figure
 from streams.bench.harness import ProcessSampler, service_cpu_s, batch_gc_policy
-from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, latency_runs, tracing_label
+from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, OffsetsWatcher, latency_runs, tracing_label
 from streams.bench.throughput import domain_messages
 from streams.observability.log import LOGGER_PREFIX
 from tests.conftest import SAMPLE_JSONL
@@ -169,6 +169,16 @@ def test_rows_name_their_tracing_mode():
 
 
 # --- catch-up clock ----------------------------------------------------------------------------
+
+
+def test_the_marks_total_at_a_moment_sums_each_partitions_last_move_by_then():
+    watcher = OffsetsWatcher(corner=None, topic="growth.events")  # type: ignore[arg-type]  (never started)
+    watcher.moves = {0: [(100, 10.0), (250, 12.0)], 1: [(40, 11.0)], 2: [(5, 13.0)]}
+    assert watcher.total_at(9.9) == 0
+    assert watcher.total_at(10.0) == 100
+    assert watcher.total_at(11.5) == 140
+    assert watcher.total_at(12.0) == 290
+    assert watcher.total_at(20.0) == 295
 
 
 def test_catchup_is_done_at_the_first_drained_poll_confirmed_by_an_unchanged_growth_end():
