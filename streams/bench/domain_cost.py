@@ -13,6 +13,10 @@ Two configurations: the collect stage's (``streams/data/demo-strategies.json`` a
 ``Collector`` uses it: ``popular_content`` off, it runs in the popularity stage) and the defaults
 (``StrategyConfig()``, every strategy on). The baseline, in the same run and the same way, is
 ``orjson.loads`` of the same bytes: the least any consumer of the raw topic does per event.
+
+The projector's side, the same way: the domain events the collect stage's strategies make of the
+corpus, encoded as collect sends them, then ``domain.events.decode`` of each (what the projector
+does per message before its transaction), next to ``orjson.loads`` of the same bytes.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from pathlib import Path
 
 import orjson
 
+from domain.events import decode, encode
 from domain.growth import PopularContentConfig, StrategyConfig, StrategyState
 from domain.identity import SourceCoordinates
 from domain.pipeline import process
 from streams.bench.harness import ROOT, Figure, Options, corpus_file, corpus_lines
 from streams.bench.targets import Target
 
-__all__ = ["DOMAIN", "PASSES", "bench_domain", "collect_stage_config", "per_event_us"]
+__all__ = ["DOMAIN", "PASSES", "bench_domain", "collect_stage_config", "domain_event_values", "per_event_us"]
 
 DOMAIN = Target("<= 40 µs per raw event", at_most=40.0)
 PASSES = 5
@@ -75,9 +80,49 @@ def _process_pass(lines: Sequence[bytes], config: StrategyConfig) -> Callable[[]
     return run
 
 
+def domain_event_values(lines: Sequence[bytes], config: StrategyConfig) -> list[bytes]:
+    """The domain events ``process()`` makes of ``lines`` (in order, from an empty state), as
+    collect sends them (:func:`domain.events.encode`)."""
+    state = StrategyState()
+    values: list[bytes] = []
+    for offset, raw in enumerate(lines):
+        outcome = process(raw, config=config, state=state, coordinates=SourceCoordinates("bench.raw", 0, offset))
+        values.extend(encode(event) for event in outcome.map(lambda o: o.all_events).value_or(()))
+    return values
+
+
+def _domain_decode_pass(values: Sequence[bytes]) -> Callable[[], None]:
+    def run() -> None:
+        for value in values:
+            decode(value)
+
+    return run
+
+
+def _projector_figures(lines: Sequence[bytes], opts: Options) -> list[Figure]:
+    values = domain_event_values(lines, collect_stage_config())
+    count = len(values)
+    opts.log(f"domain: decoding {count:,} domain events, {PASSES} passes each")
+    loads_best, loads_median = per_event_us(_decode_pass(values), count)
+    best, median = per_event_us(_domain_decode_pass(values), count)
+    baseline_label = "orjson.loads of the domain events' bytes"
+    size = sum(map(len, values)) / max(count, 1)
+    return [
+        Figure("domain", baseline_label, loads_best, "µs/domain event", role="baseline",
+               notes=f"{loads_best:.2f} µs, best of {PASSES} passes; median {loads_median:.2f}; {size:.0f} bytes a domain event",
+               extra={"domain_events": count, "median": loads_median, "passes": PASSES, "bytes": size}),
+        Figure("domain", "decode() per domain event, as the projector reads growth.events", best, "µs/domain event",
+               baseline=baseline_label,
+               notes=f"{best:.2f} µs, best of {PASSES} passes; median {median:.2f}; {best / loads_best:.1f}x orjson.loads",
+               extra={"domain_events": count, "median": median, "passes": PASSES,
+                      "per_raw_event": count / max(len(lines), 1)}),
+    ]
+
+
 async def bench_domain(opts: Options, n: int) -> list[Figure]:
     """``process()`` per raw event under the collect stage's and the default strategies, next to
-    ``orjson.loads`` of the same bytes."""
+    ``orjson.loads`` of the same bytes; then ``decode()`` of the domain events it made, next to
+    ``orjson.loads`` of their bytes."""
     path = corpus_file(opts.workdir, n, seed=opts.seed, accounts=max(n // 5, 1))
     lines = corpus_lines(path)
     events = len(lines)
@@ -98,4 +143,4 @@ async def bench_domain(opts: Options, n: int) -> list[Figure]:
                    notes=f"{best:.1f} µs, best of {PASSES} passes; median {median:.1f}; {best / decode_best:.0f}x the decode",
                    extra={"events": events, "median": median, "passes": PASSES})
         )
-    return figures
+    return figures + _projector_figures(lines, opts)

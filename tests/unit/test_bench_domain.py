@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from returns.result import Success
+
+from domain.events import decode, encode
+
 from streams.bench import domain_cost as domain_bench
 from streams.bench.cli import BENCHES, DEFAULT_EVENTS
 from streams.bench.harness import Options
@@ -11,17 +15,36 @@ from streams.bench.harness import Options
 
 async def test_bench_domain_times_process_next_to_the_decode_of_the_same_bytes(tmp_path: Path) -> None:
     figures = await domain_bench.bench_domain(Options(run_id="test", workdir=tmp_path), 300)
-    baselines = [f for f in figures if f.role == "baseline"]
-    products = [f for f in figures if f.role == "product"]
-    assert len(baselines) == 1 and len(products) == 2
-    baseline = baselines[0]
-    assert baseline.value is not None and baseline.value > 0 and baseline.unit == "µs/event"
-    for figure in products:
-        assert figure.bench == "domain" and figure.baseline == baseline.label
-        assert figure.value is not None and figure.value > baseline.value  # process() decodes too
+    raw_baseline, raw_products = figures[0], figures[1:3]
+    assert raw_baseline.role == "baseline" and raw_baseline.value is not None and raw_baseline.value > 0
+    assert raw_baseline.unit == "µs/event"
+    for figure in raw_products:
+        assert figure.role == "product" and figure.bench == "domain" and figure.baseline == raw_baseline.label
+        assert figure.value is not None and figure.value > raw_baseline.value  # process() decodes too
         assert figure.target == domain_bench.DOMAIN.text and figure.met is (figure.value <= 40)
         assert figure.extra["events"] == 300 and figure.extra["median"] >= figure.value
-    assert {"collect stage's strategies", "default strategies"} == {f.label.rsplit(", ", 1)[1] for f in products}
+    assert {"collect stage's strategies", "default strategies"} == {f.label.rsplit(", ", 1)[1] for f in raw_products}
+
+
+async def test_bench_domain_times_the_projectors_decode_next_to_orjson_of_the_same_bytes(tmp_path: Path) -> None:
+    figures = await domain_bench.bench_domain(Options(run_id="test", workdir=tmp_path), 300)
+    baseline, decoding = figures[3:]
+    assert baseline.role == "baseline" and baseline.unit == "µs/domain event" and baseline.value > 0
+    assert decoding.role == "product" and decoding.baseline == baseline.label and decoding.unit == baseline.unit
+    assert decoding.value is not None and decoding.value > baseline.value  # validation builds the events too
+    assert decoding.target is None and decoding.extra["domain_events"] == baseline.extra["domain_events"]
+    assert decoding.extra["per_raw_event"] > 1  # a raw event makes several domain events
+
+
+def test_the_domain_events_benched_are_what_collect_sends_and_decode(tmp_path: Path) -> None:
+    from streams.bench.harness import corpus_file, corpus_lines
+
+    lines = corpus_lines(corpus_file(tmp_path, 200, seed=3, accounts=40))
+    values = domain_bench.domain_event_values(lines, domain_bench.collect_stage_config())
+    assert len(values) > len(lines)
+    decoded = [decode(value) for value in values]
+    assert all(isinstance(result, Success) for result in decoded)
+    assert [encode(result.unwrap()) for result in decoded] == values
 
 
 def test_the_collect_stage_config_has_popular_content_off_and_the_demo_targets() -> None:
