@@ -18,15 +18,20 @@ they name the removed record by ``uri`` (``at://did/collection/rkey``) and proje
 the row, and what it counted, through it.
 
 :func:`encode` writes one JSON form with orjson; :func:`decode` reads it back as a ``Result``.
+:func:`encode_group` writes the events of one source event with one key as one value, the source
+written once (``{"schema": "DomainEvents", "version": 1, "source": ..., "events": [...]}``): what
+collect sends to ``growth.events``, one message per raw event and key (:func:`by_partition_key`).
+:func:`decode_all` reads either form.
 
-One module of about 650 lines: one frozen dataclass per domain event, their schema registry and
+One module of about 800 lines: one frozen dataclass per domain event, their schema registry and
 codec; most lines are the event declarations.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
@@ -667,3 +672,125 @@ def decode(raw: bytes) -> Result[DomainEvent, Rejection]:
         .bind(_select_schema)
         .bind(lambda selected: _validate(selected).alt(_invalid_domain_event))
     )
+
+
+# --- groups: the events of one source event with one key, their source written once ---------
+
+GROUP_SCHEMA = "DomainEvents"
+GROUP_VERSION = 1
+_GROUP_PREFIX = orjson.dumps({"schema": GROUP_SCHEMA, "version": GROUP_VERSION, "source": None})[:-5]
+
+
+@lru_cache(maxsize=None)
+def _fields_without_source(event_type: type[DomainEvent]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(event_type) if f.name != "source")
+
+
+@lru_cache(maxsize=None)
+def _head(event_type: type[DomainEvent]) -> dict[str, Any]:
+    return {"schema": event_type.schema_name, "version": event_type.schema_version}
+
+
+def _without_source(event: DomainEvent) -> dict[str, Any]:
+    return {**_head(type(event)), **{name: getattr(event, name) for name in _fields_without_source(type(event))}}
+
+
+def encode_group(events: Sequence[DomainEvent]) -> bytes:
+    """Serialise events derived from one source event as one JSON value, the source written once:
+    ``{"schema": "DomainEvents", "version": 1, "source": {...}, "events": [{"schema": ...,
+    "version": ..., <fields but source>}, ...]}``. Raises ``ValueError`` for no events or
+    events of different sources (a caller's mistake, never data)."""
+    if not events:
+        raise ValueError("a group holds at least one domain event")
+    source = events[0].source
+    if any(event.source is not source and event.source != source for event in events):
+        raise ValueError("the events of a group derive from one source event")
+    return _GROUP_PREFIX + orjson.dumps({"source": source, "events": [_without_source(e) for e in events]})[10:]
+
+
+def by_partition_key(events: Sequence[DomainEvent]) -> dict[bytes, list[DomainEvent]]:
+    """``events`` by their Kafka key (:func:`partition_key`), in order: the groups one source
+    event's domain events are sent in (:func:`encode_group`), so each key's events stay in order."""
+    groups: dict[bytes, list[DomainEvent]] = {}
+    for event in events:
+        groups.setdefault(partition_key(event), []).append(event)
+    return groups
+
+
+def _invalid_group(reason: str) -> Failure[Rejection]:
+    return Failure(Rejection(RejectionCode.INVALID_DOMAIN_EVENT, f"group of domain events: {reason}"))
+
+
+def _group_member(item: Any, source: Source, index: int) -> Result[DomainEvent, Rejection]:
+    if not isinstance(item, dict) or "source" in item:
+        return _invalid_group(f"event {index} is not an object without a source")
+    return _select_schema(item).bind(
+        lambda selected: _validate((selected[0], {**selected[1], "source": source}))
+        .alt(lambda error: Rejection(RejectionCode.INVALID_DOMAIN_EVENT,
+                                     f"group of domain events: event {index}: {describe_validation_error(error)}"))
+    )
+
+
+def _decode_group(data: dict[str, Any]) -> Result[tuple[DomainEvent, ...], Rejection]:
+    """A group's events, or why not (the general path: each event's own reason)."""
+    events = data.get("events")
+    if not isinstance(events, list) or not events:
+        return _invalid_group("'events' is not a list of domain events")
+    try:
+        source = adapter(Source).validate_python(data.get("source"))
+    except ValidationError as error:
+        return _invalid_group(f"source: {describe_validation_error(error)}")
+    decoded: list[DomainEvent] = []
+    for index, item in enumerate(events):
+        match _group_member(item, source, index):
+            case Success(event):
+                decoded.append(event)
+            case failure:
+                return failure  # type: ignore[return-value]
+    return Success(tuple(decoded))
+
+
+def _decode_group_fast(raw: bytes) -> tuple[DomainEvent, ...] | None:
+    """The common case of a group, fast: one ``orjson.loads``, the source validated once and
+    each event validated from its dict with that source; None for anything else, and then
+    :func:`_decode_group` says why."""
+    try:
+        data = orjson.loads(raw)
+        source = adapter(Source).validate_python(data["source"])
+        decoded = []
+        for item in data["events"]:
+            event_type = SCHEMAS[(item.pop("schema"), item.pop("version"))]
+            if "source" in item:
+                return None
+            item["source"] = source
+            decoded.append(adapter(event_type).validate_python(item))
+    except (orjson.JSONDecodeError, ValidationError, TypeError, KeyError, AttributeError):
+        return None
+    return tuple(decoded) or None
+
+
+def _decode_document(data: Any) -> Result[tuple[DomainEvent, ...], Rejection]:
+    if isinstance(data, dict) and data.get("schema") == GROUP_SCHEMA and data.get("version") == GROUP_VERSION:
+        return _decode_group(data)
+    return (
+        _select_schema(data)
+        .bind(lambda selected: _validate(selected).alt(_invalid_domain_event))
+        .map(lambda event: (event,))
+    )
+
+
+def decode_all(raw: bytes) -> Result[tuple[DomainEvent, ...], Rejection]:
+    """The domain events of one message: a group (:func:`encode_group`) or one event
+    (:func:`encode`), in any JSON layout. A group is read whole or refused whole.
+
+    Failures: ``invalid_json``, ``unknown_schema``, ``invalid_domain_event``. Never raises.
+    """
+    if raw.startswith(_GROUP_PREFIX):
+        events = _decode_group_fast(raw)
+        if events is not None:
+            return Success(events)
+    else:
+        event = _decode_canonical(raw)
+        if event is not None:
+            return Success((event,))
+    return _loads(raw).alt(_invalid_json).bind(_decode_document)

@@ -5,8 +5,9 @@
 1. lock the batch's ``(consumer, topic, partition)`` rows of ``projection_offsets``
    (``SELECT ... ORDER BY ... FOR UPDATE``) and skip every message whose offset is below the
    stored ``next_offset`` (applied by an earlier transaction);
-2. decode the rest with :func:`domain.events.decode`; what does not decode, or cannot be
-   stored (:func:`~projections.plan.unprojectable`), goes to ``dead_letters`` with its bytes
+2. decode the rest with :func:`domain.events.decode_all` (a message holds one domain event or a
+   group of them); a message that does not decode, or holds an event that cannot be stored
+   (:func:`~projections.plan.unprojectable`), goes to ``dead_letters`` whole, with its bytes
    and reason, and its offset still advances;
 3. reduce the events to a :class:`~projections.plan.BatchPlan` and apply it with one
    set-based statement per table and operation (rows passed as one JSON document read by
@@ -50,7 +51,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from returns.result import Failure, Result, Success
 
-from domain.events import DomainEvent, decode
+from domain.events import DomainEvent, decode_all
 from domain.rejections import Rejection
 from projections.migrate import SCHEMA_LOCK_NAMESPACE
 from projections.db import RetryPolicy, with_retry
@@ -671,15 +672,15 @@ def _activity_patterns(activity: list[dict[str, Any]], fresh: list[tuple[Any, ..
     ]
 
 
-Decoded = Mapping[tuple[str, int, int], Result[DomainEvent, Rejection]]
+Decoded = Mapping[tuple[str, int, int], Result[tuple[DomainEvent, ...], Rejection]]
 """Messages' decoded values by (topic, partition, offset): what :func:`decode_messages` gives."""
 
 
-def decode_messages(messages: Sequence[Record]) -> dict[tuple[str, int, int], Result[DomainEvent, Rejection]]:
-    """Each message's value decoded (:func:`domain.events.decode`), by its coordinates: the
+def decode_messages(messages: Sequence[Record]) -> dict[tuple[str, int, int], Result[tuple[DomainEvent, ...], Rejection]]:
+    """Each message's events decoded (:func:`domain.events.decode_all`), by its coordinates: the
     Python work of a batch that needs no transaction, so a caller can do it for the next batch
     while Postgres still runs the previous one (:func:`apply_batch` ``decoded=``)."""
-    return {(m.topic, m.partition, m.offset): decode(m.value or b"") for m in messages}
+    return {(m.topic, m.partition, m.offset): decode_all(m.value or b"") for m in messages}
 
 
 def _decode_all(
@@ -689,11 +690,11 @@ def _decode_all(
     dead: list[dict[str, Any]] = []
     for message in messages:
         outcome = decoded.get((message.topic, message.partition, message.offset))
-        match decode(message.value or b"") if outcome is None else outcome:
-            case Success(event):
-                problem = unprojectable(event)
+        match decode_all(message.value or b"") if outcome is None else outcome:
+            case Success(found):
+                problem = next((p for p in map(unprojectable, found) if p is not None), None)
                 if problem is None:
-                    events.append(event)
+                    events.extend(found)
                 else:
                     dead.append(dead_letter_row(consumer, message, "unprojectable", problem))
             case Failure(rejection):

@@ -2,7 +2,7 @@
 
 ::
 
-    Jetstream ──ingest──► jetstream.events ──collect──► growth.events        (key = the event's partition key)
+    Jetstream ──ingest──► jetstream.events ──collect──► growth.events        (key = the events' partition key)
                                                   ├───► growth.engagement    (engagement again, key = post at-uri)
                                                   └───► growth.dlq           (rejected raw events)
                           growth.engagement ──popularity──► growth.events    (popular content)
@@ -43,7 +43,8 @@ class Header:
     TIME_US: Final = "time_us"
     COLLECTION: Final = "collection"
     OPERATION: Final = "operation"
-    # domain events and crawl requests
+    # domain events and crawl requests; on growth.events the schema names of the message's events,
+    # comma-separated (collect sends one source event's events with one key as one message)
     SCHEMA: Final = "schema"
     SOURCE_ID: Final = "source_id"
     REQUEST_ID: Final = "request_id"

@@ -14,8 +14,9 @@ and ``bge worker`` starts, as a user starts it (one process with every agent; tw
   0.1 s, so the end is late by at most a poll.
 - Also: the time from the start to the first row (the projector's first committed batch), when
   collect committed the raw topic, and the peak RSS of the worker.
-- The two phases: the domain events projected by the time collect committed the raw topic (while
-  collect had input, the stages share the worker), and the projector's rate alone after that.
+- The two phases: the ``growth.events`` messages projected by the time collect committed the raw
+  topic (while collect had input, the stages share the worker), and the projector's rate alone
+  after that (messages: collect sends a raw event's domain events as one message per key).
 - The baseline: :func:`streams.bench.baselines.consume_and_decode` (a plain aiokafka consumer,
   ``orjson.loads`` of every value) over the same backlog, before the worker starts.
 """
@@ -103,7 +104,7 @@ async def drain(corner: Corner, kafka: KafkaCounters, watcher: OffsetsWatcher, c
             raise RuntimeError(f"the worker exited with {committed:,}/{clock.raw_total:,} raw events committed")
         if time.monotonic() >= deadline:
             raise TimeoutError(f"not drained in {timeout:.0f}s: raw committed {committed:,}/{clock.raw_total:,}, "
-                               f"projected {watcher.total:,}/{end:,} domain events")
+                               f"projected {watcher.total:,}/{end:,} growth.events messages")
         await asyncio.sleep(KAFKA_POLL_S)
 
 
@@ -141,7 +142,7 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                 await sampler.stop()
                 for worker in workers.values():
                     worker.stop(15)
-            domain_events = await kafka.end_total(growth)
+            messages = await kafka.end_total(growth)
         assert clock.done_s is not None
         first_moves = [moves[0][1] for moves in watcher.moves.values() if moves]
         first_row_s = min(first_moves) - started if first_moves else None
@@ -158,8 +159,8 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
         collected_s = clock.collected_s or 0.0
         projected_while_collecting = watcher.total_at(started + collected_s)
         alone_s = clock.done_s - collected_s
-        alone_rate = (domain_events - projected_while_collecting) / alone_s if alone_s > 0 else None
-        extra = {"events": written, "domain_events": domain_events, "seconds": clock.done_s,
+        alone_rate = (messages - projected_while_collecting) / alone_s if alone_s > 0 else None
+        extra = {"events": written, "growth_messages": messages, "seconds": clock.done_s,
                  "first_row_s": first_row_s, "collected_s": clock.collected_s, "workers": list(workers),
                  "peak_rss_mb": {name: sampler.peak_mb(name) for name in workers},
                  "cpu_us_per_event": cpu_us, "kernel_us_per_event": kernel_us,
@@ -171,15 +172,15 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             Figure("catchup", f"bge worker ({layout}): {written:,}-event backlog drained to rows", rate, "events/s",
                    baseline=plain_label, target=targets.CATCHUP.text, met=targets.CATCHUP.met(rate),
                    notes=(f"{clock.done_s:.1f} s from the worker's start; raw topic committed after "
-                          f"{clock.collected_s or 0:.1f} s; {domain_events:,} domain events; "
+                          f"{clock.collected_s or 0:.1f} s; {messages:,} growth.events messages; "
                           + (f"{rate / plain['rate']:.1%} of the plain consumer" if plain["rate"] else "")),
                    extra=extra),
             Figure("catchup", "time from the worker's start to the first row", first_row_s, "s",
                    notes="the projector's first committed batch"),
-            Figure("catchup", "domain events projected while collect had input", projected_while_collecting,
-                   "events", notes=f"of {domain_events:,}, in the first {collected_s:.1f} s"),
-            Figure("catchup", "the projector alone, after collect committed the raw topic", alone_rate, "events/s",
-                   notes=f"domain events per second over the last {alone_s:.1f} s"),
+            Figure("catchup", "growth.events messages projected while collect had input", projected_while_collecting,
+                   "messages", notes=f"of {messages:,}, in the first {collected_s:.1f} s"),
+            Figure("catchup", "the projector alone, after collect committed the raw topic", alone_rate, "messages/s",
+                   notes=f"growth.events messages per second over the last {alone_s:.1f} s"),
         ]
         for name, us in cpu_us.items():
             figures.append(Figure("catchup", f"CPU of {name} per raw event while catching up", us, "µs",

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from domain.events import GROUP_SCHEMA
 from domain.growth import StrategyConfig
 from domain.rejections import describe_validation_error
 from streams.cli.selection import SelectionError
@@ -39,7 +40,7 @@ __all__ = [
     "field_changes",
     "load_strategy_config",
     "source_id_of",
-    "stored_event",
+    "stored_events",
 ]
 
 
@@ -148,14 +149,27 @@ def diff_source(source_id: str, now: Iterable[Mapping[str, Any]], stored: Iterab
     return result
 
 
-def stored_event(value: bytes | None) -> tuple[str, dict[str, Any]] | None:
-    """``(source.id, event JSON)`` of a stored domain event's bytes, ``None`` if not one."""
+def stored_events(value: bytes | None) -> list[tuple[str, dict[str, Any]]]:
+    """``(source.id, event JSON)`` of each domain event in a stored message's bytes (one event, or a
+    group of them with their source written once: each as :func:`domain.events.encode` writes
+    it, source included); none if the bytes are not domain events."""
     if not value:
-        return None
+        return []
     try:
         document = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return None
-    source = document.get("source") if isinstance(document, dict) else None
+        return []
+    if not isinstance(document, dict):
+        return []
+    source = document.get("source")
     source_id = source.get("id") if isinstance(source, dict) else None
-    return (source_id, document) if isinstance(source_id, str) else None
+    if not isinstance(source_id, str):
+        return []
+    if document.get("schema") != GROUP_SCHEMA:
+        return [(source_id, document)]
+    events = document.get("events")
+    return [
+        (source_id, {**{key: event[key] for key in ("schema", "version", "id") if key in event}, "source": source, **event})
+        for event in (events if isinstance(events, list) else ())
+        if isinstance(event, dict)
+    ]

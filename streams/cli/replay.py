@@ -69,7 +69,7 @@ from streams.cli.explain import (
     as_collected,
     diff_source,
     load_strategy_config,
-    stored_event,
+    stored_events,
 )
 from streams.cli.selection import (
     EARLIEST,
@@ -418,9 +418,9 @@ class Replay:
 
         async def keep(batch: list) -> None:
             for message in batch:
-                found = stored_event(message.value)
-                if found is not None and found[0] in expected:
-                    stored.setdefault(found[0], []).append(found[1])
+                for source_id, event in stored_events(message.value):
+                    if source_id in expected:
+                        stored.setdefault(source_id, []).append(event)
 
         ranges = await plan_ranges(consumer, topic, start=self.plan.diff_from, end=Bounds(LATEST))
         await self._scan(consumer, ranges, keep, f"{Topic.GROWTH_EVENTS.value} (stored)", count=False)

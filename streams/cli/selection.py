@@ -28,6 +28,8 @@ from typing import Any, Final, Literal
 
 import orjson
 import simdjson
+
+from domain.events import GROUP_SCHEMA
 from streams.topology import Header
 
 __all__ = [
@@ -353,7 +355,8 @@ def event_facts(document: Any) -> tuple[str | None, str | None, str | None]:
 
 
 def event_dids(document: Any) -> set[str]:
-    """The DIDs a JSON value is about: its ``did`` and, for a domain event, ``source.did``."""
+    """The DIDs a JSON value is about: its ``did`` and, for a domain event, ``source.did``; for
+    a group of domain events, its events' ``did`` too."""
     found: set[str] = set()
     if isinstance(document, dict):
         if isinstance(document.get("did"), str):
@@ -361,22 +364,31 @@ def event_dids(document: Any) -> set[str]:
         source = document.get("source")
         if isinstance(source, dict) and isinstance(source.get("did"), str):
             found.add(source["did"])
+        events = document.get("events") if document.get("schema") == GROUP_SCHEMA else None
+        for event in events if isinstance(events, list) else ():
+            if isinstance(event, dict) and isinstance(event.get("did"), str):
+                found.add(event["did"])
     return found
 
 
 _SCHEMA_PREFIX = b'{"schema":"'
 
 
-def schema_of(value: bytes | None, document: Callable[[], Any]) -> str | None:
-    """The ``schema`` of a domain event: read from the bytes when they start the way
-    :func:`domain.events.encode` writes them, else from the parsed JSON."""
+def schemas_of(value: bytes | None, document: Callable[[], Any]) -> set[str]:
+    """The ``schema`` of a domain event, or of each event of a group of them: read from the
+    bytes when they start the way :func:`domain.events.encode` writes one event, else from the
+    parsed JSON."""
     if value and value.startswith(_SCHEMA_PREFIX):
         end = value.find(b'"', len(_SCHEMA_PREFIX))
-        if end > 0:
-            return value[len(_SCHEMA_PREFIX):end].decode("utf-8", "replace")
+        if end > 0 and value[len(_SCHEMA_PREFIX):end] != GROUP_SCHEMA.encode():
+            return {value[len(_SCHEMA_PREFIX):end].decode("utf-8", "replace")}
     parsed = document()
-    schema = parsed.get("schema") if isinstance(parsed, dict) else None
-    return schema if isinstance(schema, str) else None
+    if not isinstance(parsed, dict):
+        return set()
+    if parsed.get("schema") == GROUP_SCHEMA and isinstance(parsed.get("events"), list):
+        return {e["schema"] for e in parsed["events"] if isinstance(e, dict) and isinstance(e.get("schema"), str)}
+    schema = parsed.get("schema")
+    return {schema} if isinstance(schema, str) else set()
 
 
 class _Lazy:
@@ -453,7 +465,7 @@ class MessageFilter:
                 return False
             if self.operations and operation not in self.operations:
                 return False
-        if self.types and schema_of(value, document) not in self.types:
+        if self.types and not schemas_of(value, document) & self.types:
             return False
         if self.where:
             parsed = document()

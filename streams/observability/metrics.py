@@ -14,7 +14,7 @@ is recorded as it happens (a histogram, one record per batch).
 
 | instrument | kind | attributes |
 | --- | --- | --- |
-| ``bge.events.in`` | counter | ``stage``: messages a stage took in (frames for ingest) |
+| ``bge.events.in`` | counter | ``stage``: messages a stage took in (frames for ingest; a ``growth.events`` message holds one raw event's domain events) |
 | ``bge.events.out`` | counter | ``stage``: what a stage emitted: domain events (collect, popularity), rows written (project), events produced (ingest), requests executed (crawl) |
 | ``bge.dead_letters`` | counter | ``stage``, ``reason`` |
 | ``bge.consumer.lag`` | gauge | ``consumer`` (the worker's group, or ``projector``), ``topic``, ``partition`` |

@@ -2,7 +2,9 @@
 
 The stage gets a batch of raw messages at a time (``streams.kafka.source``). For each message the domain
 pipeline (``domain.pipeline.process``) parses the event, collects its domain events and runs the
-growth strategies. Domain events go to ``growth.events`` keyed by their partition key; an event
+growth strategies. A raw event's domain events go to ``growth.events`` as one message per partition
+key (:func:`domain.events.encode_group`: their source written once; the candidates a strategy found
+are keyed by the candidate, the rest by the acting account, so usually one message); an event
 the domain rejects goes to ``growth.dlq`` with its original bytes and the reason
 (``streams.kafka.deadletter``). What a batch sends is gathered in one :class:`streams.kafka.clients.Outbox` and
 submitted once. A message whose headers carry a trace context is one span continuing the ingest's
@@ -25,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from returns.result import Failure, Success
 
-from domain.events import DomainEvent, encode, partition_key
+from domain.events import DomainEvent, by_partition_key, encode_group
 from domain.growth import (
     PopularContentConfig,
     StrategyConfig,
@@ -68,8 +70,9 @@ class CollectStats:
 class Collector:
     """Runs the domain pipeline on raw messages and puts what it decides in an outbox.
 
-    ``route(event, value, headers, outbox)``, when given, also adds each domain event where a
-    later stage needs it keyed differently (the popularity stage's repartition)."""
+    ``route(event, headers, outbox)``, when given, also adds each domain event where a later
+    stage needs it keyed differently (the popularity stage's repartition, one event a message);
+    ``headers`` are the source id and trace context its message carries."""
 
     def __init__(
         self,
@@ -78,7 +81,7 @@ class Collector:
         accounts: ChangelogState,
         events_topic: str,
         dlq_topic: str,
-        route: Callable[[DomainEvent, bytes, list[tuple[str, bytes]], Outbox], None] | None = None,
+        route: Callable[[DomainEvent, list[tuple[str, bytes]], Outbox], None] | None = None,
         logger: ContextLogger | None = None,
     ) -> None:
         # popular content needs engagement keyed by post, not by actor: it runs after a repartition
@@ -145,12 +148,13 @@ class Collector:
         trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
         source_id = (Header.SOURCE_ID, source.id.encode())
         events = outcome.all_events
-        for event in events:
-            headers = [(Header.SCHEMA, event.schema_name.encode()), source_id, *trace_headers]
-            value = encode(event)
-            outbox.add(self.events_topic, partition_key(event), value, headers)
-            if self.route is not None:
-                self.route(event, value, headers, outbox)
+        common = [source_id, *trace_headers]
+        for key, group in by_partition_key(events).items():
+            schemas = (Header.SCHEMA, ",".join(event.schema_name for event in group).encode())
+            outbox.add(self.events_topic, key, encode_group(group), [schemas, *common])
+        if self.route is not None:
+            for event in events:
+                self.route(event, common, outbox)
         emitted = len(events)
         self.stats.domain_events += emitted
         self.stats.candidates += len(events) - len(outcome.events)

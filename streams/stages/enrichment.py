@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from returns.result import Success
 
 from domain.crawl import EnrichmentConfig, EnrichProfile, enrichment_decision
-from domain.events import UserSeen, decode
+from domain.events import UserSeen, decode_all
 from streams.kafka.clients import Received, Sender
 from streams.observability.log import ContextLogger, get_logger
 from streams.stages.crawler import send_requests
@@ -44,16 +44,15 @@ class EnrichmentPlanner:
         return await send_requests(self.sender, self.crawl_topic, requests) if requests else 0
 
     def plan(self, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> EnrichProfile | None:
-        """The request one ``growth.events`` message calls for, if any (remembered as sent).
-        Messages whose ``schema`` header names another event are not decoded."""
+        """The request one ``growth.events`` message calls for, if any (remembered as sent): from
+        its ``UserSeen`` (a message holds one source event's domain events, at most one of them a
+        ``UserSeen``). Messages whose ``schema`` header names no ``UserSeen`` are not decoded."""
         schema = dict(headers or ()).get(Header.SCHEMA)
-        if schema is not None and schema != b"UserSeen":
+        if schema is not None and b"UserSeen" not in schema.split(b","):
             return None
-        match decode(value):
-            case Success(UserSeen() as seen):
-                pass
-            case _:
-                return None
+        seen = next((event for event in decode_all(value).value_or(()) if isinstance(event, UserSeen)), None)
+        if seen is None:
+            return None
         match enrichment_decision(seen, self._requested.get(seen.did), self.config):
             case Success(request):
                 self._remember(seen)

@@ -65,11 +65,13 @@ class Popularity:
         self._swept_at: dict[int, int] = {}  # partition -> event time of its last sweep
         self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
-    def route(self, event: DomainEvent, value: bytes, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
-        """Add an engagement ``event`` (encoded as ``value``) for ``growth.engagement`` to
-        ``outbox``, keyed by the post it concerns; other events are not routed."""
+    def route(self, event: DomainEvent, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
+        """Add an engagement ``event`` for ``growth.engagement`` to ``outbox`` (one event a
+        message, :func:`domain.events.encode`, with its ``schema`` header before ``headers``),
+        keyed by the post it concerns; other events are not routed."""
         if not self.config.enabled or event.schema_name not in ENGAGEMENT_SCHEMAS:
             return
+        value, headers = encode(event), [(Header.SCHEMA, event.schema_name.encode()), *headers]
         for engagement in engagements_of(_collected(event)):
             outbox.add(self.engagement_topic, engagement.post_uri.encode(), value, headers)
             self.routed += 1

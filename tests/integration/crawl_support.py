@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -18,6 +17,7 @@ from domain.events import UserSeen
 from domain.identity import sequence_source
 from streams.local.appview import AppViewStandIn, Graph
 from streams.adapters.atproto import AppViewClient, RetryPolicy
+from streams.cli.explain import stored_events
 from streams.config import Settings, load_settings
 from streams.topology import Topic
 from projections.crawl_store import CrawlStore
@@ -103,8 +103,10 @@ async def new_crawler(settings: Settings, sender: Sender, store: CrawlStore, app
 
 
 async def growth_events(settings: Settings) -> list[dict[str, Any]]:
-    """Every domain event in growth.events, decoded as JSON, with its Kafka key."""
-    return [{**orjson.loads(m.value), "_key": m.key} for m in await read_all(settings, Topic.GROWTH_EVENTS)]
+    """Every domain event in growth.events, decoded as JSON (source included, also for the
+    events of a group), with its Kafka key."""
+    return [{**event, "_key": m.key}
+            for m in await read_all(settings, Topic.GROWTH_EVENTS) for _, event in stored_events(m.value)]
 
 
 def of_schema(events: list[dict[str, Any]], schema: str, strategy: str | None = None) -> list[dict[str, Any]]:

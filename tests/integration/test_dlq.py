@@ -28,6 +28,7 @@ from tests.integration.replay_support import (
     run_dlq,
     tool_settings,
 )
+from tests.integration.worker_support import events_in
 
 POST = next(line for line in SAMPLE_LINES if b'"collection":"app.bsky.feed.post"' in line and b'"operation":"create"' in line)
 LIKE = next(line for line in SAMPLE_LINES if b'"collection":"app.bsky.feed.like"' in line)
@@ -279,7 +280,7 @@ async def test_a_redriven_dead_letter_is_collected_by_the_worker_once(unique: st
         assert [line["action"] for line in ran.lines] == ["redriven"]
 
         async def collected() -> int:
-            return len(await read_all(settings, Topic.GROWTH_EVENTS))
+            return len(events_in(await read_all(settings, Topic.GROWTH_EVENTS)))
 
         await wait_until(lambda: _at_least(collected, 4), 180, "the re-driven event collected")
         again = await run_dlq(settings, "redrive", "growth.dlq")
@@ -287,10 +288,10 @@ async def test_a_redriven_dead_letter_is_collected_by_the_worker_once(unique: st
         await asyncio.sleep(3)  # time for a second copy to show up, if there were one
     finally:
         kill(worker, signal.SIGTERM)
-    domain = await read_all(settings, Topic.GROWTH_EVENTS)
-    schemas = sorted(orjson.loads(m.value)["schema"] for m in domain)
+    domain = events_in(await read_all(settings, Topic.GROWTH_EVENTS))
+    schemas = sorted(event["schema"] for event in domain)
     assert schemas == ["ActivityRecorded", "PostCreated", "PostEnriched", "UserSeen"]
-    assert len({orjson.loads(m.value)["id"] for m in domain}) == 4
+    assert len({event["id"] for event in domain}) == 4
     assert len(await read_all(settings, Topic.JETSTREAM_EVENTS)) == 1
     from tests.integration.replay_support import run_replay
 

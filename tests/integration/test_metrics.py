@@ -98,7 +98,8 @@ async def test_ingest_and_worker_export_stage_counts_lag_breakers_and_batch_late
         assert value(worked, "bge_events_in_total", stage="collect") == len(events)
         emitted = value(worked, "bge_events_out_total", stage="collect")
         projected = value(worked, "bge_events_in_total", stage="project")
-        assert emitted and projected and projected >= emitted  # popularity adds candidates to growth.events
+        # messages in: a raw event's domain events reach the projector as one message
+        assert emitted and projected and 0 < projected <= emitted
         assert (value(worked, "bge_events_out_total", stage="project") or 0) > 0  # rows written
         assert (value(worked, "bge_projection_batch_duration_seconds_count", outcome="applied") or 0) >= 1
         assert value(worked, "bge_breaker_state", breaker="postgres") == 0

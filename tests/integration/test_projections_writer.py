@@ -306,6 +306,27 @@ async def test_undecodable_messages_are_dead_lettered_and_their_offsets_advance(
     assert await scalar(conn, "SELECT count(*) FROM follows") == 1
 
 
+async def test_a_group_of_one_source_events_is_applied_whole_or_dead_lettered_whole(conn) -> None:  # noqa: F811
+    offsets = Offsets()
+    source = commit_source(ALICE, "3rev", "app.bsky.graph.follow", "3f1", "create", time_us=int(NOW.timestamp() * 1e6))
+    follow = ev.FollowAdded.derive(source, uri=f"at://{ALICE}/app.bsky.graph.follow/3f1", rkey="3f1", subject_did=BOB)
+    seen = ev.UserSeen.derive(source, time_us=source.time_us)
+    far = commit_source(BOB, "3rev", "app.bsky.graph.follow", "3far", "create", time_us=10**18)  # year 33658
+    far_seen = ev.UserSeen.derive(far, time_us=source.time_us)  # storable alone, but its source is not
+    far_follow = ev.FollowAdded.derive(far, uri=f"at://{BOB}/app.bsky.graph.follow/3far", rkey="3far", subject_did=ALICE)
+    batch = [offsets.raw(ev.encode_group([seen, follow])), offsets.raw(ev.encode_group([far_seen, far_follow]))]
+    result = await apply_batch(conn, CONSUMER, batch)
+    assert (result.applied, result.events, result.dead_lettered) == (2, 2, 1)
+    assert await scalar(conn, "SELECT count(*) FROM follows") == 1
+    assert await scalar(conn, "SELECT follow_count FROM users WHERE did = %s", (ALICE,)) == 1
+    assert await scalar(conn, "SELECT count(*) FROM users WHERE did = %s", (BOB,)) == 1  # the follow's subject
+    rows = await (await conn.execute("SELECT kafka_offset, code, payload FROM dead_letters")).fetchall()
+    assert [(offset, code) for offset, code, _ in rows] == [(1, "unprojectable")]
+    assert bytes(rows[0][2]) == batch[1].value  # the whole group, as it was, for a re-drive
+    again = await apply_batch(conn, CONSUMER, batch)  # re-delivered: skipped
+    assert (again.applied, again.skipped) == (0, 2)
+
+
 async def test_offsets_are_kept_per_consumer_topic_and_partition(conn) -> None:  # noqa: F811
     e = Events()
     zero, one = Offsets(), Offsets()

@@ -12,7 +12,9 @@ from domain.growth import POPULAR_CONTENT
 from streams.topology import Topic
 from streams.local.corpus import tid
 from tests.integration.ingest_support import kill, read_all, wait_until
-from tests.integration.worker_support import growth_at_least, produce_raw, start_worker, worker_settings
+from tests.integration.worker_support import (
+    events_in, growth_events_at_least, produce_raw, start_worker, worker_settings,
+)
 
 AUTHOR = "did:plc:authorauthorauthorauthor"
 POST_URI = f"at://{AUTHOR}/app.bsky.feed.post/3mptbyoeyc22k"
@@ -32,7 +34,7 @@ def like(n: int, time_us: int) -> bytes:
 
 
 def popular_candidates(messages: list) -> list[dict]:
-    values = [orjson.loads(m.value) for m in messages]
+    values = events_in(messages)
     return [v for v in values if v["schema"] == "CandidateFound" and v["strategy"] == POPULAR_CONTENT]
 
 
@@ -49,7 +51,7 @@ async def test_likes_from_every_partition_add_up_and_survive_a_killed_worker(uni
     worker = start_worker(settings, log)
     try:
         await wait_until(lambda: _engagement_routed(settings, 20), 120, "first likes counted", interval=1)
-        await wait_until(lambda: growth_at_least(settings, 20 * 3), 60, "first likes collected", interval=1)
+        await wait_until(lambda: growth_events_at_least(settings, 20 * 3), 60, "first likes collected", interval=1)
     finally:
         kill(worker)  # SIGKILL: the windows must come back from the changelog
     assert popular_candidates(await read_all(settings, Topic.GROWTH_EVENTS)) == []

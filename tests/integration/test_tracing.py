@@ -74,7 +74,8 @@ async def test_one_trace_follows_a_recorded_post_from_the_frame_to_its_database_
         assert decisions and set(decisions.values()) <= {"candidate", "declined"}, decisions
         assert [s["operationName"] for s in trace["spans"]].count("project growth.event") == 1
         project = span_tags(spans["project growth.event"])
-        assert project["messaging.batch.message_count"] >= 2 and project["outcome"] == "applied"
+        # (a raw event's domain events go as one message, or one per key)
+        assert project["messaging.batch.message_count"] >= 1 and project["outcome"] == "applied"
         assert project["db.rows.posts"] >= 1  # the batch's rows by table
         # ... linked to the batch span that holds the statements
         assert any(ref.get("refType") == "FOLLOWS_FROM" or ref.get("refType") == "CHILD_OF"

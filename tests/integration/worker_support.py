@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections import Counter
 
-import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
 from psycopg import sql
@@ -17,6 +16,7 @@ from psycopg import sql
 from domain.growth import StrategyConfig
 from projections import connect, migrate
 from streams.bench.harness import free_port
+from streams.cli.explain import stored_events
 from streams.config import Settings
 from streams.ingest.frames import read_facts
 from streams.kafka.clients import ensure_topics, new_producer
@@ -24,6 +24,7 @@ from streams.topology import Topic
 from tests.conftest import ROOT, SAMPLE_JSONL
 from tests.integration.ingest_support import (
     end_offsets_total,
+    read_all,
     env_for,
     ingest_settings,
     start_bge,
@@ -76,17 +77,29 @@ async def produce_raw(settings: Settings, lines: list[bytes]) -> None:
         await producer.stop()
 
 
+def events_in(messages: list) -> list[dict]:
+    """The domain events of ``growth.events`` messages as JSON, source included (a message holds
+    one event, or a group of one source event's events: :func:`streams.cli.explain.stored_events`)."""
+    return [event for m in messages for _, event in stored_events(m.value)]
+
+
 def ids(messages: list) -> Counter[str]:
     """How many times each domain event id occurs in ``messages``."""
-    return Counter(orjson.loads(m.value)["id"] for m in messages)
+    return Counter(event["id"] for event in events_in(messages))
 
 
 async def growth_count(settings: Settings) -> int:
+    """Messages in ``growth.events`` (a raw event's domain events are about one message)."""
     return await end_offsets_total(settings, Topic.GROWTH_EVENTS)
 
 
 async def growth_at_least(settings: Settings, n: int) -> bool:
     return await growth_count(settings) >= n
+
+
+async def growth_events_at_least(settings: Settings, n: int) -> bool:
+    """Whether ``growth.events`` holds ``n`` domain events (reads the topic: for small ones)."""
+    return len(events_in(await read_all(settings, Topic.GROWTH_EVENTS))) >= n
 
 
 async def expected_ids(lines: list[bytes]) -> Counter[str]:

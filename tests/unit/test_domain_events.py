@@ -180,3 +180,102 @@ def test_canonical_looking_bytes_that_are_not_valid_are_rejected_with_the_genera
         raw: bytes, code: RejectionCode) -> None:
     result = ev.decode(raw)
     assert isinstance(result, Failure) and result.failure().code is code
+
+
+# --- groups: one source event's events with one key, the source written once ----------------
+
+
+def groups_of(events: list[ev.DomainEvent]) -> list[list[ev.DomainEvent]]:
+    """``events`` by source event, then by key, as collect sends them."""
+    by_source: dict[str, list[ev.DomainEvent]] = {}
+    for event in events:
+        by_source.setdefault(event.source.id, []).append(event)
+    return [group for same in by_source.values() for group in ev.by_partition_key(same).values()]
+
+
+def test_every_source_events_round_trip_as_groups() -> None:
+    groups = groups_of(EVENTS)
+    assert any(len(group) > 1 for group in groups)
+    for group in groups:
+        assert ev.decode_all(ev.encode_group(group)).unwrap() == tuple(group)
+
+
+def test_a_group_writes_its_source_once_and_each_event_without_it() -> None:
+    group = max(groups_of(EVENTS), key=len)
+    data = orjson.loads(ev.encode_group(group))
+    assert list(data) == ["schema", "version", "source", "events"]
+    assert (data["schema"], data["version"]) == (ev.GROUP_SCHEMA, ev.GROUP_VERSION)
+    assert data["source"] == ev.to_json_dict(group[0])["source"]
+    singles = [ev.to_json_dict(event) for event in group]
+    assert data["events"] == [{key: value for key, value in single.items() if key != "source"} for single in singles]
+    assert len(ev.encode_group(group)) < sum(len(ev.encode(event)) for event in group)
+
+
+def test_decode_all_reads_one_event_as_a_group_of_one_in_any_layout() -> None:
+    for event in EVENTS[:50]:
+        data = orjson.loads(ev.encode(event))
+        assert ev.decode_all(ev.encode(event)).unwrap() == (event,)
+        assert ev.decode_all(orjson.dumps(dict(reversed(list(data.items()))))).unwrap() == (event,)
+
+
+def test_a_group_in_another_json_layout_decodes_like_the_canonical_bytes() -> None:
+    for group in groups_of(EVENTS)[:50]:
+        data = orjson.loads(ev.encode_group(group))
+        reordered = {key: data[key] for key in reversed(list(data))}
+        for raw in (orjson.dumps(reordered), orjson.dumps(data, option=orjson.OPT_INDENT_2)):
+            assert ev.decode_all(raw).unwrap() == tuple(group)
+
+
+def test_by_partition_key_keeps_each_keys_events_in_order() -> None:
+    source = commit_source(b.ALICE, "rev1", "app.bsky.feed.post", "rkey1", "create", 1_700_000_000_000_000)
+    seen = ev.UserSeen.derive(source, time_us=source.time_us)
+    found = candidate(source, "newcomers", b.BOB, 0.5, ("new",))
+    activity = ev.ActivityRecorded.derive(source, hour=1, iso_weekday=2, collection="app.bsky.feed.post",
+                                          operation="create", time_us=source.time_us)
+    groups = ev.by_partition_key([seen, found, activity])
+    assert groups == {b.ALICE.encode(): [seen, activity], b.BOB.encode(): [found]}
+
+
+def test_encode_group_refuses_no_events_and_events_of_several_sources() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        ev.encode_group([])
+    first = EVENTS[0]
+    second = next(event for event in EVENTS if event.source != first.source)
+    with pytest.raises(ValueError, match="one source event"):
+        ev.encode_group([first, second])
+
+
+def _group_with(change: Any) -> bytes:
+    data = orjson.loads(ev.encode_group(max(groups_of(EVENTS), key=len)))
+    change(data)
+    return orjson.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "says"),
+    [
+        (ev.encode_group(groups_of(EVENTS)[0])[:-2], RejectionCode.INVALID_JSON, "not JSON"),
+        (_group_with(lambda d: d.update(events=[])), RejectionCode.INVALID_DOMAIN_EVENT, "'events'"),
+        (_group_with(lambda d: d.update(events={})), RejectionCode.INVALID_DOMAIN_EVENT, "'events'"),
+        (_group_with(lambda d: d["source"].update(time_us="soon")), RejectionCode.INVALID_DOMAIN_EVENT, "source: time_us"),
+        (_group_with(lambda d: d.pop("source")), RejectionCode.INVALID_DOMAIN_EVENT, "source"),
+        (_group_with(lambda d: d["events"][1].update(schema="NoSuchEvent")), RejectionCode.UNKNOWN_SCHEMA, "NoSuchEvent"),
+        (_group_with(lambda d: d["events"][1].pop("id")), RejectionCode.INVALID_DOMAIN_EVENT, "event 1: id"),
+        (_group_with(lambda d: d["events"][0].update(source={})), RejectionCode.INVALID_DOMAIN_EVENT, "event 0"),
+        (_group_with(lambda d: d["events"].append(7)), RejectionCode.INVALID_DOMAIN_EVENT, "not an object"),
+    ],
+)
+def test_a_group_is_refused_whole_with_the_reason(raw: bytes, code: RejectionCode, says: str) -> None:
+    result = ev.decode_all(raw)
+    assert isinstance(result, Failure) and result.failure().code is code
+    assert says in result.failure().message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200).map(lambda tail: ev.encode_group(groups_of(EVENTS)[0])[:48] + tail)
+       | st.builds(lambda d: orjson.dumps({"schema": "DomainEvents", "version": 1, **d}),
+                   st.dictionaries(st.sampled_from(["source", "events"]),
+                                   st.none() | st.integers(-5, 5) | st.lists(st.dictionaries(st.sampled_from(["schema", "version", "id"]), st.integers(0, 2)), max_size=2))))
+def test_decoding_a_group_never_raises(raw: bytes) -> None:
+    result = ev.decode_all(raw)
+    assert is_successful(result) or result.failure().code in RejectionCode

@@ -9,11 +9,13 @@ import orjson
 import pytest
 
 from domain import StrategyConfig, StrategyState, process
-from domain.events import to_json_dict
+from domain.events import by_partition_key, encode, encode_group, to_json_dict
 from domain.identity import SourceCoordinates
 from streams.config import load_settings
 from streams.cli.dlq import Prepared, Refused, prepare_redrive, record_key, target_partition
-from streams.cli.explain import Explainer, comparable, diff_source, field_changes, load_strategy_config, source_id_of
+from streams.cli.explain import (
+    Explainer, comparable, diff_source, field_changes, load_strategy_config, source_id_of, stored_events,
+)
 from streams.ingest import codec
 from streams.cli.selection import SelectionError
 from tests.conftest import SAMPLE_JSONL
@@ -100,6 +102,21 @@ def test_diff_of_one_source_event() -> None:
     assert [e["schema"] for e in back.added] == ["CandidateFound"]
     assert "partition" not in back.added[0]["source"]
     assert comparable(base[0])["source"].keys().isdisjoint({"topic", "partition", "offset"})
+
+
+def test_stored_events_read_one_event_or_each_event_of_a_group_as_encode_writes_it() -> None:
+    events = Explainer(interests(WORD)).explain(POST, SourceCoordinates("t.raw", 0, 5)).events
+    groups = by_partition_key(events)
+    assert "CandidateFound" in {e.schema_name for e in events} and len(events) > 2
+    stored = [found for group in groups.values() for found in stored_events(encode_group(group))]
+    source_id = events[0].source.id
+    assert stored == [(source_id, to_json_dict(e)) for group in groups.values() for e in group]
+    assert [list(event) for _, event in stored] == [list(to_json_dict(e)) for group in groups.values() for e in group]
+    assert not diff_source(source_id, [to_json_dict(e) for e in events], [event for _, event in stored])
+    assert stored_events(encode(events[0])) == [(source_id, to_json_dict(events[0]))]
+    for junk in (None, b"", b"[1]", b"{", b'{"schema":"DomainEvents","version":1,"events":[]}',
+                 b'{"schema":"DomainEvents","version":1,"source":{"id":"s"},"events":{}}'):
+        assert stored_events(junk) == []
 
 
 def test_strategy_config_files(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import StrategyConfig, StrategyState, process
-from domain.events import encode
+from domain.events import by_partition_key, encode, encode_group
+from domain.growth import candidate
 from streams.cli.console import joined_values, json_line
 from streams.cli import selection
 from streams.cli.replay import _select
@@ -234,6 +235,25 @@ def test_filters_on_domain_events() -> None:
     # a non-canonical spelling of the JSON still filters by schema
     reordered = orjson.dumps({"version": 1, **orjson.loads(value)})
     assert MessageFilter(types=frozenset({"PostCreated"})).matches(b"k", (), reordered)
+
+
+def test_filters_on_a_group_of_domain_events_look_at_every_event() -> None:
+    outcome = process(LIKE, config=StrategyConfig(), state=StrategyState()).unwrap()
+    group = by_partition_key(outcome.events)[outcome.source.did.encode()]
+    assert {"UserSeen", "LikeAdded"} <= {e.schema_name for e in group}
+    value = encode_group(group)
+    assert MessageFilter(types=frozenset({"LikeAdded"})).matches(b"k", (), value)
+    assert MessageFilter(types=frozenset({"UserSeen", "PostCreated"})).matches(b"k", (), value)
+    assert not MessageFilter(types=frozenset({"PostCreated"})).matches(b"k", (), value)
+    assert not MessageFilter(types=frozenset({"DomainEvents"})).matches(b"k", (), value)
+    assert MessageFilter(collections=("app.bsky.feed.like",), kinds=frozenset({"commit"})).matches(b"k", (), value)
+    assert MessageFilter(dids=frozenset({outcome.source.did})).matches(b"other", (), value)
+    assert MessageFilter(where=(parse_where("events.0.schema==UserSeen"),)).matches(b"k", (), value)
+    # a candidate's group is keyed by the candidate, and found by its DID in the events too
+    source = group[0].source
+    found = encode_group([candidate(source, "newcomers", "did:plc:candidate", 0.5, ("new",))])
+    assert MessageFilter(dids=frozenset({"did:plc:candidate"})).matches(b"other", (), found)
+    assert MessageFilter(types=frozenset({"CandidateFound"})).matches(b"k", (), found)
 
 
 def test_every_filter_must_match_and_any_value_of_one_does() -> None:
