@@ -252,13 +252,15 @@ def encode_state(value: AccountMemory | EngagementWindow) -> bytes:
     return memoryview(orjson.dumps(value)).tobytes()
 
 
-_ACCOUNT_MEMORY = TypeAdapter(AccountMemory)
-_ENGAGEMENT_WINDOW = TypeAdapter(EngagementWindow)
+_ACCOUNT_MEMORY = TypeAdapter(AccountMemory).validator
+_ENGAGEMENT_WINDOW = TypeAdapter(EngagementWindow).validator
+"""pydantic-core's validators themselves: a state value is read on every event that touches its
+key, and ``TypeAdapter.validate_json`` adds a Python call with its keyword checks to each."""
 
 
 @safe(exceptions=(ValidationError,))
-def _validate_state(adapter: TypeAdapter[Any], raw: bytes) -> Any:
-    return adapter.validate_json(raw)
+def _validate_state(validator: Any, raw: bytes) -> Any:
+    return validator.validate_json(raw)
 
 
 def _invalid_state(error: ValidationError) -> Rejection:
