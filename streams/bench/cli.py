@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds at each rate (default 20)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics (default 4)")
     parser.add_argument("--split-workers", action="store_true",
-                        help="latency, catchup: run the worker's stages as two processes (WORKER_AGENTS "
+                        help="latency, catchup, memory: run the worker's stages as two processes (WORKER_AGENTS "
                              "collect,popularity and project) instead of one")
     parser.add_argument("--tracing", metavar="off|on|RATIO",
                         help="tracing in the product processes: off (default), on (every span to Jaeger), "

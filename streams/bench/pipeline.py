@@ -324,12 +324,15 @@ async def bench_memory(opts: Options, n: int, accounts: int) -> list[Figure]:
         await corner.ensure_topics()
         await corner.migrate()
         sampler = ProcessSampler(0.25).start()
-        worker = corner.worker().start()
-        sampler.watch("worker", lambda: worker.pid)
+        workers = corner.workers()
+        for name, worker in workers.items():
+            worker.start()
+            sampler.watch(name, lambda worker=worker: worker.pid)
         server = corner.server(corpus).start()
         sampler.watch("jetstream-server", lambda: server.pid)
         await server.ready()
-        await worker_ready(worker)
+        for worker in workers.values():
+            await worker_ready(worker)
         started = time.monotonic()
         ingest = corner.ingest(server.url, compress=True).start()
         sampler.watch("ingest", lambda: ingest.pid)
@@ -341,10 +344,10 @@ async def bench_memory(opts: Options, n: int, accounts: int) -> list[Figure]:
             for proc in list(corner.procs):
                 proc.stop(15)
         elapsed = finished - started
-        opts.log(f"memory: ingest {sampler.peak_mb('ingest') or 0:.0f} MB, worker {sampler.peak_mb('worker') or 0:.0f} MB "
-                 f"({n:,} events, {accounts:,} accounts, {n / elapsed:,.0f} events/s end to end)")
+        peaks = ", ".join(f"{name} {sampler.peak_mb(name) or 0:.0f} MB" for name in ("ingest", *workers))
+        opts.log(f"memory: {peaks} ({n:,} events, {accounts:,} accounts, {n / elapsed:,.0f} events/s end to end)")
         figures = []
-        for name in ("ingest", "worker"):
+        for name in ("ingest", *workers):
             peak = sampler.peak_mb(name)
             met = targets.rss_met(peak, n)
             notes = "the target is over 1M events: --events 1000000" if met is None and peak is not None else ""
@@ -354,7 +357,8 @@ async def bench_memory(opts: Options, n: int, accounts: int) -> list[Figure]:
         figures.append(Figure("memory", "peak RSS of the local Jetstream server (test stand-in, holds the corpus)",
                               sampler.peak_mb("jetstream-server"), "MB", role="baseline"))
         figures.append(Figure("memory", "whole pipeline, unpaced: raw events fully projected per second", n / elapsed,
-                              "events/s", notes="server → ingest → worker → Postgres, one worker",
+                              "events/s", notes="server → ingest → worker → Postgres, "
+                              + ("two worker processes (--split-workers)" if opts.split_workers else "one worker"),
                               extra={"seconds": elapsed}))
         return figures
     finally:
