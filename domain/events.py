@@ -750,10 +750,12 @@ def _decode_group(data: dict[str, Any]) -> Result[tuple[DomainEvent, ...], Rejec
     return Success(tuple(decoded))
 
 
-_SOURCE_VALIDATOR = adapter(Source).validator
-_VALIDATORS = {schema: adapter(event_type).validator for schema, event_type in SCHEMAS.items()}
-"""pydantic-core's validators themselves, for the fast path: ``TypeAdapter.validate_python`` adds a
-Python call with its keyword checks to each."""
+@lru_cache(maxsize=1)
+def _group_validators() -> tuple[Any, dict[tuple[str, int], Any]]:
+    """pydantic-core's validators themselves for the fast path, the source's and each schema's
+    (``TypeAdapter.validate_python`` adds a Python call with its keyword checks to each); built on
+    first use, not at import."""
+    return adapter(Source).validator, {schema: adapter(event_type).validator for schema, event_type in SCHEMAS.items()}
 
 
 def _decode_group_fast(raw: bytes) -> tuple[DomainEvent, ...] | None:
@@ -762,10 +764,11 @@ def _decode_group_fast(raw: bytes) -> tuple[DomainEvent, ...] | None:
     :func:`_decode_group` says why."""
     try:
         data = orjson.loads(raw)
-        source = _SOURCE_VALIDATOR.validate_python(data["source"])
+        source_validator, validators = _group_validators()
+        source = source_validator.validate_python(data["source"])
         decoded = []
         for item in data["events"]:
-            validator = _VALIDATORS[(item.pop("schema"), item.pop("version"))]
+            validator = validators[(item.pop("schema"), item.pop("version"))]
             if "source" in item:
                 return None
             item["source"] = source
