@@ -124,14 +124,11 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
 
         layout = "two processes (--split-workers)" if opts.split_workers else "one process, every agent"
         async with KafkaCounters(corner.settings) as kafka:
-            workers = corner.workers()
             watcher = OffsetsWatcher(corner, growth, interval=POSTGRES_POLL_S).start()
             sampler = ProcessSampler(0.25).start()
             services_before = service_cpu_s()
             started = time.time()
-            for name, worker in workers.items():
-                worker.start()
-                sampler.watch(name, lambda worker=worker: worker.pid)
+            workers = corner.start_workers(sampler)
             clock = CatchupClock(written, started)
             try:
                 await drain(corner, kafka, watcher, clock, lambda: all(w.alive for w in workers.values()),

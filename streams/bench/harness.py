@@ -601,6 +601,14 @@ class Corner:
         project = self.proc("worker-project", ["worker", "-l", "info"], api_port=free_port(), worker_agents=["project"])
         return {"worker": self.worker(worker_agents=["collect", "popularity"]), "worker-project": project}
 
+    def start_workers(self, sampler: ProcessSampler) -> dict[str, Proc]:
+        """:meth:`workers`, each started and watched by ``sampler`` under its name."""
+        workers = self.workers()
+        for name, worker in workers.items():
+            worker.start()
+            sampler.watch(name, lambda worker=worker: worker.pid)
+        return workers
+
     def server(self, corpus: Path, *, rate: float | None = None) -> JetstreamProc:
         port = free_port()
         argv = [sys.executable, "-m", "streams.local.jetstream_server", "--corpus", str(corpus), "--host", LOOPBACK,

@@ -197,11 +197,8 @@ async def _latency_run(opts: Options, rate: float, seconds: float, tracing: str 
         growth = corner.topic(Topic.GROWTH_EVENTS)
         saturated = False
         export_problem = await _trace_export_problem(corner)
-        workers = corner.workers()
         sampler = ProcessSampler(0.5).start()
-        for name, worker in workers.items():
-            worker.start()
-            sampler.watch(name, lambda worker=worker: worker.pid)
+        workers = corner.start_workers(sampler)
         watcher = OffsetsWatcher(corner, growth).start()
         try:
             for worker in workers.values():
@@ -324,10 +321,7 @@ async def bench_memory(opts: Options, n: int, accounts: int) -> list[Figure]:
         await corner.ensure_topics()
         await corner.migrate()
         sampler = ProcessSampler(0.25).start()
-        workers = corner.workers()
-        for name, worker in workers.items():
-            worker.start()
-            sampler.watch(name, lambda worker=worker: worker.pid)
+        workers = corner.start_workers(sampler)
         server = corner.server(corpus).start()
         sampler.watch("jetstream-server", lambda: server.pid)
         await server.ready()
