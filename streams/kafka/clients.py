@@ -163,11 +163,11 @@ class Sender:
 
     async def stop(self) -> None:
         """Deliver what was submitted, then close."""
-        producer, self._producer = self._producer, None
         if self._task is not None:
             self._queue.put_nowait(None)
-            await self._task
+            await self._task  # it hands over what is queued with self.producer: cleared only after
             self._task = None
+        producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
 
