@@ -27,7 +27,7 @@ from projections.migrate import (
 )
 from projections.rebuild import create_fresh_schema, drop_schema, swap_schema
 from projections.writer import (
-    BatchResult, Decoded, Message, Record, apply_batch, decode_messages, project_batch, stored_offsets,
+    BatchResult, Decoded, Message, Prepared, Record, apply_batch, decode_messages, project_batch, stored_offsets,
 )
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "MigrationChecksumError",
     "MigrationError",
     "MigrationSet",
+    "Prepared",
     "QueryStats",
     "Record",
     "RetryPolicy",

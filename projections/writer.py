@@ -65,7 +65,7 @@ from projections.plan import (
     unprojectable,
 )
 
-__all__ = ["BatchResult", "Decoded", "Message", "Record", "apply_batch", "decode_messages", "project_batch"]
+__all__ = ["BatchResult", "Decoded", "Message", "Prepared", "Record", "apply_batch", "decode_messages", "project_batch"]
 
 
 class Record(Protocol):
@@ -702,6 +702,30 @@ def _decode_all(
     return events, dead
 
 
+class Prepared:
+    """A batch's Python work done before its transaction, so a caller can do it while Postgres still
+    runs the previous batch's: its messages decoded (:func:`decode_messages`) and, for the usual case
+    where the transaction applies every one of them (none below the marks, none refused), its events,
+    dead letters and plan (:func:`projections.plan.plan_batch`: a quarter of the projector's Python per
+    message, which otherwise runs inside the transaction while Postgres waits). The plan serves one
+    transaction (applying a plan changes it): a retry plans again."""
+
+    def __init__(self, consumer: str, messages: Sequence[Record], decoded: Decoded) -> None:
+        self.decoded = decoded
+        ordered = sorted(messages, key=lambda m: (m.topic, m.partition, m.offset))
+        self._keys = [(m.topic, m.partition, m.offset) for m in ordered]
+        events, dead = _decode_all(consumer, ordered, decoded)
+        self._whole: tuple[list[Any], list[dict[str, Any]], BatchPlan] | None = (events, dead, plan_batch(events))
+
+    def take(self, applied: Sequence[Record]) -> tuple[list[Any], list[dict[str, Any]], BatchPlan] | None:
+        """The events, dead letters and plan when ``applied`` (in order) are the batch's messages,
+        once; otherwise None."""
+        whole, self._whole = self._whole, None
+        if whole is None or [(m.topic, m.partition, m.offset) for m in applied] != self._keys:
+            return None
+        return whole
+
+
 def dead_letter_row(consumer: str, message: Record, code: str, reason: str) -> dict[str, Any]:
     return {
         "consumer": consumer,
@@ -731,6 +755,7 @@ async def apply_batch(
     *,
     dead_letters: Sequence[tuple[Record, str, str]] = (),
     decoded: Decoded | None = None,
+    prepared: Prepared | None = None,
 ) -> BatchResult:
     """Apply ``messages`` (any order, any partitions) for ``consumer`` in one transaction.
 
@@ -739,6 +764,7 @@ async def apply_batch(
     ``dead_letters`` — (message, code, reason) — are recorded instead of applied (the
     runtime's isolation of a message Postgres refused). ``decoded`` (:func:`decode_messages`)
     holds values decoded before the transaction; a message missing from it is decoded here.
+    ``prepared`` (:class:`Prepared`, of these ``messages``) holds them decoded and planned.
     Raises on database errors (the transaction is rolled back: nothing was applied).
     """
     started = time.perf_counter()
@@ -762,13 +788,18 @@ async def apply_batch(
         fresh = [m for m in ordered if m.offset >= marks[(m.topic, m.partition)]]
         result.skipped = len(ordered) - len(fresh)
         to_decode = [m for m in fresh if (m.topic, m.partition, m.offset) not in refused]
-        events, dead = _decode_all(consumer, to_decode, decoded or {})
-        dead += [
+        planned = prepared.take(to_decode) if prepared is not None and not refused else None
+        if planned is None:
+            events, dead = _decode_all(consumer, to_decode, prepared.decoded if prepared else decoded or {})
+            plan = plan_batch(events)
+        else:
+            events, dead, plan = planned
+        dead = dead + [
             dead_letter_row(consumer, message, code, reason)
             for message, code, reason in (refused[k] for k in sorted(refused))
             if message.offset >= marks[(message.topic, message.partition)]
         ]
-        writer = _Writer(conn, plan_batch(events))
+        writer = _Writer(conn, plan)
         await writer.apply()
         advance: dict[tuple[str, int], int] = {}
         for m in fresh:
@@ -809,9 +840,11 @@ async def project_batch(
     *,
     retry: RetryPolicy = RetryPolicy(),
     decoded: Decoded | None = None,
+    prepared: Prepared | None = None,
 ) -> BatchResult:
     """:func:`apply_batch` on a pooled connection, re-run after transient errors (``decoded``:
-    the messages' values decoded before, see :func:`decode_messages`).
+    the messages' values decoded before, see :func:`decode_messages`; ``prepared``: decoded and
+    planned, see :class:`Prepared`).
 
     When Postgres refuses the batch's data (``DataError``/``IntegrityError``: a value out of
     range, ...), the messages are applied one by one and the ones refused are dead-lettered
@@ -820,7 +853,7 @@ async def project_batch(
 
     async def attempt(batch: Sequence[Record], refused: Sequence[tuple[Record, str, str]] = ()) -> BatchResult:
         async with pool.connection() as conn:
-            return await apply_batch(conn, consumer, batch, dead_letters=refused, decoded=decoded)
+            return await apply_batch(conn, consumer, batch, dead_letters=refused, decoded=decoded, prepared=prepared)
 
     try:
         return await with_retry(lambda: attempt(messages), retry)

@@ -6,8 +6,8 @@ partition, offset) high-water marks (``projections.apply_batch``), so a batch de
 skipped, and a partition assigned to the worker starts at its mark (:meth:`Projector.positions`).
 Kafka offsets are committed after the transaction, for lag tools only.
 
-Batches are pipelined one deep (:meth:`Projector.submit`): a batch's values are decoded while
-Postgres still runs the previous batch's transaction, then its own transaction starts once that one
+Batches are pipelined one deep (:meth:`Projector.submit`): a batch's values are decoded and its
+transactions planned (:class:`projections.Prepared`) while Postgres still runs the previous batch's transaction, then its own transaction starts once that one
 is done. Transactions never overlap, so they commit in the order the batches came.
 
 When Postgres is down the projector never gives up on a batch and never skips one: it retries
@@ -32,7 +32,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from projections import (
-    BatchResult, Decoded, QueryStats, RetryPolicy, create_pool, decode_messages, is_transient, project_batch,
+    BatchResult, Decoded, Prepared, QueryStats, RetryPolicy, create_pool, decode_messages, is_transient, project_batch,
     stored_offsets,
 )
 from streams.adapters.breaker import BreakerConfig, CircuitBreaker
@@ -147,17 +147,18 @@ class Projector:
         return {partition: marks[partition] for partition in partitions if partition in marks}
 
     async def submit(self, batch: Sequence[Received]) -> list[asyncio.Future[Any]]:
-        """Project ``batch`` after the batch submitted before it: decode its values now (while
-        Postgres runs the previous batch's transaction), wait for that transaction, then start
-        this batch's. Returns, in the shape of :meth:`streams.kafka.clients.Sender.submit`, one
+        """Project ``batch`` after the batch submitted before it: decode and plan its transactions
+        now (while Postgres runs the previous batch's transaction), wait for that transaction, then
+        start this batch's. Returns, in the shape of :meth:`streams.kafka.clients.Sender.submit`, one
         future resolved with the task of this batch's transactions: the source commits the
         batch's offsets once that task succeeded. A failure of the previous batch is raised here
         too (the stage stops; the source crashes the worker and nothing after it is committed)."""
         decoded = await self._decode(batch)
+        prepared = [(chunk, Prepared(CONSUMER, chunk, decoded)) for chunk in self._transactions(batch)]
         previous, self._in_flight = self._in_flight, None
         if previous is not None:
             await previous
-        task = self._in_flight = asyncio.create_task(self.apply_all(batch, decoded), name="projector-transaction")
+        task = self._in_flight = asyncio.create_task(self._apply_prepared(prepared), name="projector-transaction")
         handed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         handed.set_result(task)
         return [handed]
@@ -170,15 +171,18 @@ class Projector:
             await asyncio.sleep(0)
         return decoded
 
-    async def apply_all(self, batch: Sequence[Received], decoded: Decoded | None = None) -> None:
-        """Apply ``batch`` in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
+    def _transactions(self, batch: Sequence[Received]) -> list[Sequence[Received]]:
+        """``batch`` cut in transactions of at most ``PROJECTOR_BATCH_SIZE`` messages."""
         size = max(1, self.settings.projector_batch_size)
-        for start in range(0, len(batch), size):
-            await self.apply(batch[start:start + size], decoded)
+        return [batch[start:start + size] for start in range(0, len(batch), size)]
 
-    async def apply(self, batch: Sequence[Received], decoded: Decoded | None = None) -> BatchResult:
+    async def _apply_prepared(self, prepared: list[tuple[Sequence[Received], Prepared]]) -> None:
+        for messages, planned in prepared:
+            await self.apply(messages, planned)
+
+    async def apply(self, batch: Sequence[Received], prepared: Prepared | None = None) -> BatchResult:
         """Apply ``batch`` in one transaction, retrying transient failures until it succeeds
-        (``decoded``: its values decoded before, :func:`projections.decode_messages`)."""
+        (``prepared``: decoded and planned before, :class:`projections.Prepared`)."""
         traces = _traces_of(batch)
         links = [Link(trace.get_current_span(context).get_span_context())
                  for context, _ in itertools.islice(traces.values(), 128)]
@@ -186,7 +190,7 @@ class Projector:
                                            attributes={"batch.size": len(batch)}) as span:
             started = time.perf_counter()
             try:
-                result = await self._apply_until_done(batch, decoded)
+                result = await self._apply_until_done(batch, prepared)
             except Exception:
                 projection_batch_duration(time.perf_counter() - started, outcome="failed")
                 raise
@@ -202,12 +206,12 @@ class Projector:
         self.stats.last_batch_ms = result.duration_s * 1000
         return result
 
-    async def _apply_until_done(self, messages: Sequence[Received], decoded: Decoded | None) -> BatchResult:
+    async def _apply_until_done(self, messages: Sequence[Received], prepared: Prepared | None) -> BatchResult:
         attempt = 0
         while True:
             if self.breaker.try_acquire():
                 try:
-                    result = await project_batch(self.pool, CONSUMER, messages, retry=self._retry, decoded=decoded)
+                    result = await project_batch(self.pool, CONSUMER, messages, retry=self._retry, prepared=prepared)
                 except Exception as exc:  # noqa: BLE001 - classified below
                     self.breaker.record_failure(exc)
                     if not is_transient(exc):

@@ -1,4 +1,5 @@
-"""Connections, query statistics, retries and the isolation of a message Postgres refuses."""
+"""Connections, query statistics, retries, batches planned before their transaction, and the
+isolation of a message Postgres refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import psycopg
 import pytest
 
 from domain import events as ev
-from projections import QueryStats, RetryPolicy, create_pool, project_batch, with_retry
+from projections import (
+    Prepared, QueryStats, RetryPolicy, apply_batch, create_pool, decode_messages, project_batch, with_retry,
+)
 from tests.integration.projection_support import (  # noqa: F401  (fixtures)
     Events,
     Offsets,
@@ -109,3 +112,44 @@ async def test_a_message_postgres_refuses_is_dead_lettered_and_the_rest_applied(
             row = await (await conn.execute("SELECT kafka_offset, code, reason FROM dead_letters")).fetchone()
             assert row is not None and row[:2] == (1, "projection_refused") and "out of range" in row[2]
             assert await scalar(conn, "SELECT next_offset FROM projection_offsets") == 3
+
+
+async def counts(conn: psycopg.AsyncConnection) -> tuple[int, ...]:
+    row = await (await conn.execute(
+        "SELECT count(*), sum(follower_count), sum(follow_count), sum(likes_received), "
+        "(SELECT next_offset FROM projection_offsets) FROM users")).fetchone()
+    return tuple(int(value or 0) for value in row)
+
+
+async def test_a_planned_batch_whose_transaction_failed_is_planned_again_when_retried(database_url, schema) -> None:  # noqa: F811
+    e = Events()
+    post = e.post("did:plc:b", "hello")
+    messages = Offsets().messages([e.follow("did:plc:a", "did:plc:b"), e.follow("did:plc:c", "did:plc:b"), *post,
+                                   e.like("did:plc:a", post[0].uri)])
+    prepared = Prepared("projector", messages, decode_messages(messages))
+    async with create_pool(database_url, schema, max_size=2) as pool:
+        async with pool.connection() as conn:
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():  # the batch's transaction nested, then lost before it commits
+                    await apply_batch(conn, "projector", messages, prepared=prepared)
+                    assert await counts(conn) == (3, 2, 2, 1, len(messages))
+                    raise RuntimeError("the connection was lost before the commit")
+            assert await counts(conn) == (0, 0, 0, 0, 0)
+        # applying a plan changes it: the retry plans again instead of counting the follows twice
+        result = await project_batch(pool, "projector", messages, retry=FAST, prepared=prepared)
+        assert result.applied == len(messages)
+        async with pool.connection() as conn:
+            assert await counts(conn) == (3, 2, 2, 1, len(messages))
+
+
+async def test_a_planned_batch_partly_below_the_marks_applies_only_the_rest(database_url, schema) -> None:  # noqa: F811
+    e = Events()
+    messages = Offsets().messages([e.follow("did:plc:a", "did:plc:b"), e.follow("did:plc:c", "did:plc:b"),
+                                   e.follow("did:plc:a", "did:plc:c")])
+    async with create_pool(database_url, schema, max_size=2) as pool:
+        await project_batch(pool, "projector", messages[:2], retry=FAST)  # a worker before a rebalance
+        prepared = Prepared("projector", messages, decode_messages(messages))
+        result = await project_batch(pool, "projector", messages, retry=FAST, prepared=prepared)
+        assert (result.skipped, result.applied, result.events) == (2, 1, 1)
+        async with pool.connection() as conn:
+            assert await counts(conn) == (3, 3, 3, 0, 3)
