@@ -7,8 +7,9 @@ skipped, and a partition assigned to the worker starts at its mark (:meth:`Proje
 Kafka offsets are committed after the transaction, for lag tools only.
 
 Batches are pipelined one deep (:meth:`Projector.submit`): a batch's values are decoded and its
-transactions planned (:class:`projections.Prepared`) while Postgres still runs the previous batch's transaction, then its own transaction starts once that one
-is done. Transactions never overlap, so they commit in the order the batches came.
+transactions planned (:class:`projections.Prepared`) while Postgres still runs the previous batch's
+transaction, then its own transaction starts once that one is done. Transactions never overlap, so
+they commit in the order the batches came.
 
 When Postgres is down the projector never gives up on a batch and never skips one: it retries
 behind a circuit breaker with growing pauses, and while it waits the stage consumes nothing
