@@ -679,7 +679,7 @@ Decoded = Mapping[tuple[str, int, int], Result[tuple[DomainEvent, ...], Rejectio
 def decode_messages(messages: Sequence[Record]) -> dict[tuple[str, int, int], Result[tuple[DomainEvent, ...], Rejection]]:
     """Each message's events decoded (:func:`domain.events.decode_all`), by its coordinates: the
     Python work of a batch that needs no transaction, so a caller can do it for the next batch
-    while Postgres still runs the previous one (:func:`apply_batch` ``decoded=``)."""
+    while Postgres still runs the previous one (:class:`Prepared`)."""
     return {(m.topic, m.partition, m.offset): decode_all(m.value or b"") for m in messages}
 
 
@@ -754,7 +754,6 @@ async def apply_batch(
     messages: Sequence[Record],
     *,
     dead_letters: Sequence[tuple[Record, str, str]] = (),
-    decoded: Decoded | None = None,
     prepared: Prepared | None = None,
 ) -> BatchResult:
     """Apply ``messages`` (any order, any partitions) for ``consumer`` in one transaction.
@@ -762,9 +761,8 @@ async def apply_batch(
     Messages below the stored high-water marks are skipped; the rest are applied in
     (topic, partition, offset) order and the marks advance past them, all or nothing.
     ``dead_letters`` — (message, code, reason) — are recorded instead of applied (the
-    runtime's isolation of a message Postgres refused). ``decoded`` (:func:`decode_messages`)
-    holds values decoded before the transaction; a message missing from it is decoded here.
-    ``prepared`` (:class:`Prepared`, of these ``messages``) holds them decoded and planned.
+    runtime's isolation of a message Postgres refused). ``prepared`` (:class:`Prepared`) holds
+    values decoded before the transaction, and their plan; a message missing from it is decoded here.
     Raises on database errors (the transaction is rolled back: nothing was applied).
     """
     started = time.perf_counter()
@@ -790,7 +788,7 @@ async def apply_batch(
         to_decode = [m for m in fresh if (m.topic, m.partition, m.offset) not in refused]
         planned = prepared.take(to_decode) if prepared is not None and not refused else None
         if planned is None:
-            events, dead = _decode_all(consumer, to_decode, prepared.decoded if prepared else decoded or {})
+            events, dead = _decode_all(consumer, to_decode, prepared.decoded if prepared else {})
             plan = plan_batch(events)
         else:
             events, dead, plan = planned
@@ -839,12 +837,10 @@ async def project_batch(
     messages: Sequence[Record],
     *,
     retry: RetryPolicy = RetryPolicy(),
-    decoded: Decoded | None = None,
     prepared: Prepared | None = None,
 ) -> BatchResult:
-    """:func:`apply_batch` on a pooled connection, re-run after transient errors (``decoded``:
-    the messages' values decoded before, see :func:`decode_messages`; ``prepared``: decoded and
-    planned, see :class:`Prepared`).
+    """:func:`apply_batch` on a pooled connection, re-run after transient errors (``prepared``:
+    the messages decoded and planned before, see :class:`Prepared`).
 
     When Postgres refuses the batch's data (``DataError``/``IntegrityError``: a value out of
     range, ...), the messages are applied one by one and the ones refused are dead-lettered
@@ -853,7 +849,7 @@ async def project_batch(
 
     async def attempt(batch: Sequence[Record], refused: Sequence[tuple[Record, str, str]] = ()) -> BatchResult:
         async with pool.connection() as conn:
-            return await apply_batch(conn, consumer, batch, dead_letters=refused, decoded=decoded, prepared=prepared)
+            return await apply_batch(conn, consumer, batch, dead_letters=refused, prepared=prepared)
 
     try:
         return await with_retry(lambda: attempt(messages), retry)

@@ -11,7 +11,7 @@ import pytest
 from returns.result import Failure
 
 from domain.rejections import Rejection, RejectionCode
-from projections import decode_messages, project_batch
+from projections import Prepared, decode_messages, project_batch
 from streams.bench.throughput import Consumed
 from streams.config import load_settings
 from streams.kafka.clients import delivered
@@ -115,7 +115,7 @@ async def test_values_decoded_before_the_transaction_are_the_ones_applied(databa
     refused = Rejection(RejectionCode.INVALID_DOMAIN_EVENT, "refused before the transaction")
     decoded[(messages[1].topic, 0, 1)] = Failure(refused)
     async with create_pool(database_url, schema, max_size=1) as pool:
-        result = await project_batch(pool, "projector", messages, decoded=decoded)
+        result = await project_batch(pool, "projector", messages, prepared=Prepared("projector", messages, decoded))
         assert (result.applied, result.dead_lettered) == (2, 1)
         async with pool.connection() as conn:
             assert await scalar(conn, "SELECT count(*) FROM follows") == 1
