@@ -29,7 +29,7 @@ from streams.config import Settings
 from streams.kafka.clients import Outbox, Sender, new_reader
 from streams.observability.log import ContextLogger, get_logger
 
-__all__ = ["ChangelogState", "DecodedView"]
+__all__ = ["ChangelogState", "DecodedView", "StateBatch"]
 
 
 V = TypeVar("V")
@@ -58,6 +58,77 @@ class DecodedView(Mapping[str, V], Generic[V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class StateBatch(Generic[V]):
+    """One input batch's reads and writes of a keyed state (a :class:`ChangelogState`, or anything
+    with its ``view`` and ``put``): values decoded once, changes held until :meth:`flush`.
+
+    ``view(partition)`` is the partition's state as the batch has changed it so far, decoded
+    (an undecodable value reads as absent); ``put`` changes it for the rest of the batch only;
+    ``flush`` encodes each changed key's last value once and hands it to the state's ``put``,
+    which updates the state and adds one changelog record per key to the outbox. Until then the
+    state itself is unchanged."""
+
+    def __init__(self, state: Any, decode: Callable[[bytes], Result[V, Any]], encode: Callable[[V], bytes]) -> None:
+        self._state = state
+        self._decode = decode
+        self._encode = encode
+        self._views: dict[int, _BatchView[V]] = {}
+
+    def view(self, partition: int) -> Mapping[str, V]:
+        """The state of ``partition`` with this batch's changes (the state must hold the partition)."""
+        view = self._views.get(partition)
+        if view is None:
+            view = self._views[partition] = _BatchView(self._state.view(partition), self._decode)
+        return view
+
+    def put(self, partition: int, key: str, value: V | None) -> None:
+        """Set (or, with ``None``, delete) ``key`` of ``partition`` for the rest of the batch."""
+        self.view(partition)
+        self._views[partition].written[key] = value
+
+    def flush(self, outbox: Outbox) -> None:
+        """Apply the batch's changes to the state, one changelog record per changed key added to
+        ``outbox``. The batch starts afresh."""
+        for partition, view in self._views.items():
+            for key, value in view.written.items():
+                self._state.put(partition, key, None if value is None else self._encode(value), outbox)
+        self._views = {}
+
+
+_UNREAD: Any = object()
+
+
+class _BatchView(DecodedView[V]):
+    """A partition's encoded state under one batch's changes (``written``, ``None`` for a key
+    deleted), each value decoded at most once."""
+
+    def __init__(self, data: Mapping[str, bytes], decode: Callable[[bytes], Result[V, Any]]) -> None:
+        super().__init__(data, decode)
+        self._read: dict[str, V | None] = {}
+        self.written: dict[str, V | None] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.written.get(key, _UNREAD)
+        if value is _UNREAD:
+            value = self._read.get(key, _UNREAD)
+            if value is _UNREAD:
+                raw = self._data.get(key)
+                value = self._read[key] = None if raw is None else self._decode(raw).value_or(None)
+        return default if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        written = self.written
+        for key in self._data:
+            if written.get(key, _UNREAD) is not None:
+                yield key
+        for key, value in written.items():
+            if value is not None and key not in self._data:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class ChangelogState:

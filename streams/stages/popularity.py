@@ -24,6 +24,7 @@ from returns.result import Failure, Success
 from domain.collection import Collected
 from domain.events import DomainEvent, decode, encode, partition_key
 from domain.growth import (
+    EngagementWindow,
     PopularContentConfig,
     decode_engagement_window,
     encode_state,
@@ -34,7 +35,7 @@ from domain.growth import (
 from streams.kafka.clients import Outbox
 from streams.kafka.deadletter import rejection_code, rejection_headers
 from streams.observability.log import ContextLogger, get_logger
-from streams.kafka.state import ChangelogState, DecodedView
+from streams.kafka.state import ChangelogState, DecodedView, StateBatch
 from streams.observability.tracing import inject_headers
 from streams.topology import Header
 
@@ -81,11 +82,13 @@ class Popularity:
         in their posts' windows; add the window changes and the candidates to ``outbox``."""
         for partition in partitions:
             await self.windows.ensure(partition)
+        windows = StateBatch(self.windows, decode_engagement_window, encode_state)
         latest: dict[int, int] = {}
         for record in records:
-            time_us = self.observe(record, outbox)
+            time_us = self.observe(record, windows, outbox)
             if time_us is not None and time_us > latest.get(record.partition, 0):
                 latest[record.partition] = time_us
+        windows.flush(outbox)
         for partition, now_us in latest.items():
             self.expire(partition, now_us, outbox)
 
@@ -102,17 +105,17 @@ class Popularity:
             self.windows.put(partition, uri, None, outbox)
             self.expired += 1
 
-    def observe(self, record: Any, outbox: Outbox) -> int | None:
+    def observe(self, record: Any, windows: StateBatch[EngagementWindow], outbox: Outbox) -> int | None:
         """Count one engagement ``record`` (``topic``, ``partition``, ``offset``, ``value``) in its
-        post's window (of a partition already ensured); one that does not decode is dead-lettered
-        to ``growth.dlq`` with the reason, like collect's."""
+        post's window (of a partition already ensured), in the batch's ``windows``; one that does
+        not decode is dead-lettered to ``growth.dlq`` with the reason, like collect's."""
         partition, value = record.partition, record.value
         match decode(value or b""):
             case Success(event):
-                view = DecodedView(self.windows.view(partition), decode_engagement_window)
+                view = windows.view(partition)
                 changed, decision = popular_content(view, _collected(event), event.source.time_us, self.config)
                 for uri, window in changed.items():
-                    self.windows.put(partition, uri, encode_state(window), outbox)
+                    windows.put(partition, uri, window)
                 for found in decision.value_or(()):
                     self.candidates_found += 1
                     self.log.info("candidate found", strategy=found.strategy, candidate=found.did,

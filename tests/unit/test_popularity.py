@@ -13,6 +13,7 @@ from streams.bench.throughput import MemoryState
 from streams.kafka.deadletter import read_dead_letter
 from streams.stages.collect import Collector
 from streams.stages.popularity import Popularity
+from tests.unit.test_state_batch import RecordingState
 
 SAMPLE = Path(__file__).resolve().parents[2] / "streams/data/sample-2026-07-04.jsonl"
 
@@ -38,14 +39,15 @@ def popularity() -> Popularity:
                       events_topic="events", dlq_topic="dlq")
 
 
-async def engagement_values() -> list[bytes]:
-    """Engagement messages as the collect stage routes them to growth.engagement."""
+async def engagement_values(lines: list[bytes] | None = None) -> list[bytes]:
+    """Engagement messages as the collect stage routes them to growth.engagement, of the likes
+    among ``lines`` (by default the recorded sample's)."""
     stage = popularity()
     collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic="events", dlq_topic="dlq",
                           route=stage.route)
     await collector.accounts.ensure(0)
     outbox = Outbox()
-    for offset, line in enumerate(SAMPLE.read_bytes().splitlines()):
+    for offset, line in enumerate(SAMPLE.read_bytes().splitlines() if lines is None else lines):
         if b'"app.bsky.feed.like"' in line and b'"create"' in line:
             collector.handle("raw", 0, offset, line, (), outbox)
     return [value for topic, _, value, _ in outbox.sent if topic == "eng"]
@@ -55,7 +57,7 @@ async def test_an_undecodable_engagement_is_dead_lettered_with_its_reason_and_co
     stage = popularity()
     await stage.windows.ensure(3)
     outbox = Outbox()
-    stage.observe(Record("growth.engagement", 3, 41, b'{"schema":"LikeAdded","version":1,"broken'), outbox)
+    await stage.observe_batch([Record("growth.engagement", 3, 41, b'{"schema":"LikeAdded","version":1,"broken')], [3], outbox)
     ((topic, key, value, headers),) = outbox.sent
     assert (topic, key, value) == ("dlq", None, b'{"schema":"LikeAdded","version":1,"broken')
     letter = read_dead_letter(headers)
@@ -71,8 +73,7 @@ async def test_decodable_engagement_is_counted_and_nothing_is_dead_lettered() ->
     stage = popularity()
     await stage.windows.ensure(0)
     outbox = Outbox()
-    for offset, value in enumerate(values):
-        stage.observe(Record("growth.engagement", 0, offset, value), outbox)
+    await stage.observe_batch([Record("growth.engagement", 0, offset, value) for offset, value in enumerate(values)], [0], outbox)
     assert not [sent for sent in outbox.sent if sent[0] == "dlq"]
     assert stage.rejections == {}
     assert len(stage.windows.view(0)) >= 1
@@ -83,21 +84,9 @@ async def test_every_kind_of_rejection_is_a_dead_letter(value: bytes) -> None:
     stage = popularity()
     await stage.windows.ensure(0)
     outbox = Outbox()
-    stage.observe(Record("growth.engagement", 0, 0, value), outbox)
+    await stage.observe_batch([Record("growth.engagement", 0, 0, value)], [0], outbox)
     assert [sent[0] for sent in outbox.sent] == ["dlq"]
     assert sum(stage.rejections.values()) == 1
-
-
-class RecordingState(MemoryState):
-    """The in-memory state, recording what would go to the changelog (``None``: a tombstone)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changelog: list[tuple[int, str, bytes | None]] = []
-
-    def put(self, partition: int, key: str, value: bytes | None, outbox: Any) -> None:
-        super().put(partition, key, value, outbox)
-        self.changelog.append((partition, key, value))
 
 
 async def test_windows_that_event_time_left_behind_are_forgotten_with_a_tombstone() -> None:
@@ -150,3 +139,32 @@ async def test_a_forgotten_window_decides_like_the_old_one_would() -> None:
         posts.update(changed)
         without_expiry += len(decision.value_or(()))
     assert len(with_expiry) == without_expiry > 0
+
+
+async def test_a_batch_writes_each_changed_window_once_and_decides_like_one_engagement_at_a_time() -> None:
+    """Windows are written back once per post per batch (the last value), and a batch decides,
+    and leaves the windows, exactly as the same engagements one batch each would. The generated
+    corpus, whose popular posts are liked many times (the recorded sample's likes are of distinct
+    posts)."""
+    from streams.local import corpus
+
+    values = await engagement_values(list(corpus.generate(3_000, seed=7, accounts=600)))
+    config = PopularContentConfig(threshold=3.0)
+    records = [Record("growth.engagement", 0, offset, value) for offset, value in enumerate(values)]
+
+    async def run(batches: list[list[Record]]) -> tuple[RecordingState, list[bytes]]:
+        windows = RecordingState()
+        stage = Popularity(config=config, windows=windows, engagement_topic="eng", events_topic="events", dlq_topic="dlq")
+        await windows.ensure(0)
+        outbox = Outbox()
+        for batch in batches:
+            await stage.observe_batch(batch, [0], outbox)
+        return windows, [v for topic, _, v, _ in outbox.sent if topic == "events"]
+
+    batched, batched_found = await run([records])
+    one_by_one, one_by_one_found = await run([[record] for record in records])
+    assert batched.view(0) == one_by_one.view(0) and batched_found == one_by_one_found
+    assert batched_found, "the sample has posts liked often enough to be candidates"
+    written = [key for _, key, _ in batched.changelog]
+    assert len(written) == len(set(written)) == len(batched.view(0)) < len(one_by_one.changelog)
+    assert all(value == batched.view(0)[key] for _, key, value in batched.changelog)
