@@ -108,6 +108,20 @@ async def drain(corner: Corner, kafka: KafkaCounters, watcher: OffsetsWatcher, c
         await asyncio.sleep(KAFKA_POLL_S)
 
 
+STAGE_OUTPUTS = (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, "state.post-windows", "state.accounts")
+"""The topics the stages write, before the prefix (the changelogs: :class:`streams.kafka.state.ChangelogState`)."""
+
+
+def stage_records_figure(records: dict[str, int], raw_events: int) -> Figure:
+    """The Kafka records the stages wrote per raw event, each topic's share in the notes, and the
+    post windows' changelog records per engagement message (at most one per post per batch)."""
+    engagement, windows = records.get(Topic.GROWTH_ENGAGEMENT, 0), records.get("state.post-windows", 0)
+    per_topic = ", ".join(f"{name} {count / raw_events:.2f}" for name, count in records.items())
+    per_engagement = f"; {windows / engagement:.2f} post-window records per engagement" if engagement else ""
+    return Figure("catchup", "Kafka records the stages wrote per raw event", sum(records.values()) / raw_events,
+                  "records", notes=per_topic + per_engagement, extra={"records": records})
+
+
 async def bench_catchup(opts: Options, n: int) -> list[Figure]:
     corner = Corner(opts, "catchup")
     try:
@@ -140,6 +154,7 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                 for worker in workers.values():
                     worker.stop(15)
             messages = await kafka.end_total(growth)
+            records = {name: await kafka.end_total(corner.topic(name)) for name in STAGE_OUTPUTS}
         assert clock.done_s is not None
         first_moves = [moves[0][1] for moves in watcher.moves.values() if moves]
         first_row_s = min(first_moves) - started if first_moves else None
@@ -186,6 +201,7 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
             if name in workers:
                 figures.append(Figure("catchup", f"of which in the kernel ({name})", kernel_us[name], "µs",
                                       notes=f"{faults[name]:.1f} minor page faults per raw event"))
+        figures.append(stage_records_figure(records, written))
         figures.append(Figure("catchup", "the machine's cores busy while catching up", cores_busy, "cores",
                               notes=f"of {psutil.cpu_count()}: every process on the machine"))
         for name in workers:

@@ -362,8 +362,7 @@ async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int
     collector = Collector(config=StrategyConfig(), accounts=accounts, events_topic="events", dlq_topic="dlq")
     await accounts.ensure(0)
     with _collect_log_quieted():  # the dead letters are expected
-        for offset, line in enumerate(lines):
-            collector.handle("raw", 0, offset, line, (), events)
+        await collector.handle_batch([Consumed("raw", 0, offset, line) for offset, line in enumerate(lines)], [0], events)
     next_offset = [0] * partitions
     messages = []
     for key, value in events.sent:
@@ -377,7 +376,7 @@ async def domain_messages(lines: Sequence[bytes], *, topic: str, partitions: int
 
 
 class Consumed(NamedTuple):
-    """A domain-event message as the source hands it to the project stage (with headers)."""
+    """A message as the source hands it to a stage (with headers)."""
 
     topic: str
     partition: int

@@ -29,6 +29,7 @@ from returns.result import Failure, Success
 
 from domain.events import DomainEvent, by_partition_key, encode_group
 from domain.growth import (
+    AccountMemory,
     PopularContentConfig,
     StrategyConfig,
     StrategyState,
@@ -41,7 +42,7 @@ from domain.rejections import Rejection
 from streams.kafka.deadletter import rejection_code, rejection_headers
 from streams.kafka.clients import Outbox
 from streams.observability.log import ContextLogger, get_logger
-from streams.kafka.state import ChangelogState, DecodedView
+from streams.kafka.state import ChangelogState, StateBatch
 from streams.observability.tracing import extract_context, has_trace_context, inject_headers
 from streams.topology import Header
 
@@ -98,16 +99,19 @@ class Collector:
         ``headers``) of ``partitions`` into ``outbox``."""
         for partition in partitions:
             await self.accounts.ensure(partition)
+        accounts = StateBatch(self.accounts, decode_account_memory, encode_state)
         for record in records:
-            self.handle(record.topic, record.partition, record.offset, record.value, record.headers, outbox)
+            self.handle(record.topic, record.partition, record.offset, record.value, record.headers, accounts, outbox)
+        accounts.flush(outbox)
 
     def handle(self, topic: str, partition: int, offset: int, value: bytes,
-               headers: Sequence[tuple[str, bytes]] | None, outbox: Outbox) -> None:
-        """Process one raw message of a partition already :meth:`ChangelogState.ensure` d."""
+               headers: Sequence[tuple[str, bytes]] | None, accounts: StateBatch[AccountMemory], outbox: Outbox) -> None:
+        """Process one raw message of a partition already :meth:`ChangelogState.ensure` d, reading
+        and changing the accounts' state in the batch's ``accounts``."""
         self.stats.messages += 1
         context = extract_context(headers) if has_trace_context(headers) else None
         if context is None:
-            self._handle(topic, partition, offset, value, INVALID_SPAN, outbox)
+            self._handle(topic, partition, offset, value, INVALID_SPAN, accounts, outbox)
             return
         with _tracer.start_as_current_span(
             "collect jetstream.event",
@@ -116,18 +120,19 @@ class Collector:
             attributes={"messaging.system": "kafka", "messaging.source.name": topic,
                         "messaging.kafka.partition": partition, "messaging.kafka.offset": offset},
         ) as span:
-            self._handle(topic, partition, offset, value, span, outbox)
+            self._handle(topic, partition, offset, value, span, accounts, outbox)
 
     def _handle(self, topic: str, partition: int, offset: int, value: bytes, span: trace.Span,
-                outbox: Outbox) -> None:
-        state = StrategyState(accounts=DecodedView(self.accounts.view(partition), decode_account_memory))
+                accounts: StateBatch[AccountMemory], outbox: Outbox) -> None:
+        state = StrategyState(accounts=accounts.view(partition))
         match process(value, config=self.config, state=state, coordinates=SourceCoordinates(topic, partition, offset)):
             case Success(outcome):
-                self._emit(outcome, partition, span, outbox)
+                self._emit(outcome, partition, span, accounts, outbox)
             case Failure(rejection):
                 self._dead_letter(rejection, topic, partition, offset, value, span, outbox)
 
-    def _emit(self, outcome: Outcome, partition: int, span: trace.Span, outbox: Outbox) -> None:
+    def _emit(self, outcome: Outcome, partition: int, span: trace.Span, accounts: StateBatch[AccountMemory],
+              outbox: Outbox) -> None:
         source = outcome.source
         recording = span.is_recording()
         if recording:
@@ -143,7 +148,7 @@ class Collector:
                 self._trace_decision(span, name, decision)
             self._log_candidates(name, decision)
         for did, memory in outcome.state_changes.accounts.items():
-            self.accounts.put(partition, did, encode_state(memory), outbox)
+            accounts.put(partition, did, memory)
         # every event of this message is sent inside its span: one trace context for all of them
         trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
         source_id = (Header.SOURCE_ID, source.id.encode())

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from streams.bench import targets
-from streams.bench.catchup import CatchupClock
+from streams.bench.catchup import CatchupClock, stage_records_figure
 from streams.bench.cli import build_parser, merge_repeats
 from streams.bench.harness import Figure
 from streams.bench.harness import ProcessSampler, service_cpu_s, batch_gc_policy
@@ -206,6 +206,16 @@ def test_catchup_needs_the_raw_topic_committed_and_some_domain_events():
     assert not clock.observe(4.0, committed_raw=100, growth_end=0, projected=0)
     assert not clock.observe(5.0, committed_raw=100, growth_end=0, projected=0)
     assert clock.done_s is None
+
+
+def test_the_stages_records_per_raw_event_with_each_topic_and_the_windows_per_engagement():
+    figure = stage_records_figure({"growth.events": 1000, "growth.engagement": 800, "state.post-windows": 200,
+                                   "state.accounts": 100}, raw_events=1000)
+    assert figure.value == 2.1 and figure.extra == {"records": {"growth.events": 1000, "growth.engagement": 800,
+                                                                "state.post-windows": 200, "state.accounts": 100}}
+    assert figure.notes == ("growth.events 1.00, growth.engagement 0.80, state.post-windows 0.20, state.accounts 0.10; "
+                            "0.25 post-window records per engagement")
+    assert "per engagement" not in stage_records_figure({"growth.events": 5}, raw_events=5).notes
 
 
 def test_no_bench_module_shadows_a_top_level_package_for_the_quix_baseline() -> None:

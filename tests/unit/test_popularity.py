@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from domain.growth import PopularContentConfig, StrategyConfig
-from streams.bench.throughput import MemoryState
+from streams.bench.throughput import Consumed, MemoryState
 from streams.kafka.deadletter import read_dead_letter
 from streams.stages.collect import Collector
 from streams.stages.popularity import Popularity
-from tests.unit.test_state_batch import RecordingState
+from tests.unit.state_support import RecordingState
 
 SAMPLE = Path(__file__).resolve().parents[2] / "streams/data/sample-2026-07-04.jsonl"
 
@@ -45,11 +45,11 @@ async def engagement_values(lines: list[bytes] | None = None) -> list[bytes]:
     stage = popularity()
     collector = Collector(config=StrategyConfig(), accounts=MemoryState(), events_topic="events", dlq_topic="dlq",
                           route=stage.route)
-    await collector.accounts.ensure(0)
     outbox = Outbox()
-    for offset, line in enumerate(SAMPLE.read_bytes().splitlines() if lines is None else lines):
-        if b'"app.bsky.feed.like"' in line and b'"create"' in line:
-            collector.handle("raw", 0, offset, line, (), outbox)
+    likes = [Consumed("raw", 0, offset, line)
+             for offset, line in enumerate(SAMPLE.read_bytes().splitlines() if lines is None else lines)
+             if b'"app.bsky.feed.like"' in line and b'"create"' in line]
+    await collector.handle_batch(likes, [0], outbox)
     return [value for topic, _, value, _ in outbox.sent if topic == "eng"]
 
 

@@ -3,24 +3,10 @@ the state and its changelog see one record per changed key, the last, only when 
 
 from __future__ import annotations
 
-from typing import Any
-
 from returns.result import Failure, Result, Success
 
-from streams.bench.throughput import MemoryState
 from streams.kafka.state import StateBatch
-
-
-class RecordingState(MemoryState):
-    """The in-memory state, recording what would go to the changelog (``None``: a tombstone)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changelog: list[tuple[int, str, bytes | None]] = []
-
-    def put(self, partition: int, key: str, value: bytes | None, outbox: Any) -> None:
-        super().put(partition, key, value, outbox)
-        self.changelog.append((partition, key, value))
+from tests.unit.state_support import RecordingState
 
 
 decoded: list[bytes] = []
