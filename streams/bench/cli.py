@@ -197,6 +197,8 @@ def _number(value: float | None, unit: str) -> str:
         return "∞ (not done)"
     if unit in ("ms", "MB", "s"):
         return f"{value:,.1f}"
+    if abs(value) < 10 and value != int(value):
+        return f"{value:.2f}"  # a few cores, records per event: the fraction is the figure
     return f"{value:,.0f}"
 
 

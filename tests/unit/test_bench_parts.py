@@ -16,7 +16,7 @@ import pytest
 
 from streams.bench import targets
 from streams.bench.catchup import CatchupClock, stage_records_figure
-from streams.bench.cli import build_parser, merge_repeats
+from streams.bench.cli import _number, build_parser, merge_repeats
 from streams.bench.harness import Figure
 from streams.bench.harness import ProcessSampler, service_cpu_s, batch_gc_policy
 from streams.bench.pipeline import DEFAULT_LATENCY_RUNS, OffsetsWatcher, latency_runs, tracing_label
@@ -216,6 +216,11 @@ def test_the_stages_records_per_raw_event_with_each_topic_and_the_windows_per_en
     assert figure.notes == ("growth.events 1.00, growth.engagement 0.80, state.post-windows 0.20, state.accounts 0.10; "
                             "0.25 post-window records per engagement")
     assert "per engagement" not in stage_records_figure({"growth.events": 5}, raw_events=5).notes
+
+
+def test_small_figures_keep_their_fraction_in_the_table():
+    assert [_number(v, u) for v, u in [(1.39, "cores"), (2.434, "records"), (2.0, "records"), (168.4, "µs"),
+                                       (12_345.6, "events/s"), (0.25, "s")]] == ["1.39", "2.43", "2", "168", "12,346", "0.2"]
 
 
 def test_no_bench_module_shadows_a_top_level_package_for_the_quix_baseline() -> None:
