@@ -78,15 +78,17 @@ class StateBatch(Generic[V]):
 
     def view(self, partition: int) -> Mapping[str, V]:
         """The state of ``partition`` with this batch's changes (the state must hold the partition)."""
+        return self._view(partition)
+
+    def put(self, partition: int, key: str, value: V | None) -> None:
+        """Set (or, with ``None``, delete) ``key`` of ``partition`` for the rest of the batch."""
+        self._view(partition).written[key] = value
+
+    def _view(self, partition: int) -> _BatchView[V]:
         view = self._views.get(partition)
         if view is None:
             view = self._views[partition] = _BatchView(self._state.view(partition), self._decode)
         return view
-
-    def put(self, partition: int, key: str, value: V | None) -> None:
-        """Set (or, with ``None``, delete) ``key`` of ``partition`` for the rest of the batch."""
-        self.view(partition)
-        self._views[partition].written[key] = value
 
     def flush(self, outbox: Outbox) -> None:
         """Apply the batch's changes to the state, one changelog record per changed key added to
