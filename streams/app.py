@@ -30,7 +30,7 @@ from projections.retention import prune
 from streams.api.routes import serve_api
 from streams.stages.collect import Collector, load_strategy_config
 from streams.config import WORKER_AGENTS, Settings, load_settings
-from streams.topology import PROJECTOR_CONSUMER, STAGE_OUTPUTS, STAGES, Topic
+from streams.topology import PROJECTOR_CONSUMER, STAGE_OUTPUTS, STAGES, State, Topic
 from streams.stages.actions import SessionCredentials
 from streams.stages.crawl import load_crawl_config, register_crawl
 from streams.kafka.clients import KeyPartitioner, Outbox, Sender, ensure_topics
@@ -148,12 +148,12 @@ def create_app(settings: Settings) -> GrowthApp:
     sender = app.sender = Sender(settings)
     source = app.source = BatchedSource(settings, app_id(settings), on_fatal=app.crash, logger=log.child("source"))
     strategies = load_strategy_config(settings.bge_strategies_file)
-    windows = ChangelogState("post-windows", settings, sender, logger=log.child("state"))
+    windows = ChangelogState(State.POST_WINDOWS, settings, sender, logger=log.child("state"))
     popularity = Popularity(config=strategies.popular_content, windows=windows,
                             engagement_topic=settings.topic(Topic.GROWTH_ENGAGEMENT),
                             events_topic=settings.topic(Topic.GROWTH_EVENTS),
                             dlq_topic=settings.topic(Topic.GROWTH_DLQ), logger=log.child("popularity"))
-    accounts = ChangelogState("accounts", settings, sender, logger=log.child("state"))
+    accounts = ChangelogState(State.ACCOUNTS, settings, sender, logger=log.child("state"))
     collector = app.collector = Collector(config=strategies, accounts=accounts,
                                           events_topic=settings.topic(Topic.GROWTH_EVENTS),
                                           dlq_topic=settings.topic(Topic.GROWTH_DLQ), route=popularity.route,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["PROJECTOR_CONSUMER", "STAGES", "STAGE_OUTPUTS", "Header", "Stage", "Topic"]
+__all__ = ["PROJECTOR_CONSUMER", "STAGES", "STAGE_OUTPUTS", "Header", "Stage", "State", "Topic", "changelog_topic"]
 
 
 class Topic(StrEnum):
@@ -62,6 +62,19 @@ class Header:
     ENDPOINT: Final = "endpoint"
     FAILED_AT: Final = "failed_at"
     COMPRESSED: Final = "compressed"  # jetstream.dlq: whether the frame is zstd
+
+
+class State(StrEnum):
+    """The stages' keyed state (:class:`streams.kafka.state.ChangelogState`), each kept in a compacted
+    changelog topic (:func:`changelog_topic`)."""
+
+    POST_WINDOWS = "post-windows"
+    ACCOUNTS = "accounts"
+
+
+def changelog_topic(state: str) -> str:
+    """The compacted topic ``state`` is kept in, before the prefix: ``state.<name>``."""
+    return f"state.{state}"
 
 
 PROJECTOR_CONSUMER = "projector"

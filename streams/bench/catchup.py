@@ -38,7 +38,7 @@ from streams.bench.harness import (
     Corner, Figure, KafkaCounters, Options, ProcessSampler, corpus_file, produce_raw, service_cpu_s,
 )
 from streams.bench.pipeline import OffsetsWatcher
-from streams.topology import Topic
+from streams.topology import STAGE_OUTPUTS, State, Topic, changelog_topic
 
 __all__ = ["CatchupClock", "bench_catchup", "drain"]
 
@@ -108,14 +108,14 @@ async def drain(corner: Corner, kafka: KafkaCounters, watcher: OffsetsWatcher, c
         await asyncio.sleep(KAFKA_POLL_S)
 
 
-STAGE_OUTPUTS = (Topic.GROWTH_EVENTS, Topic.GROWTH_ENGAGEMENT, "state.post-windows", "state.accounts")
-"""The topics the stages write, before the prefix (the changelogs: :class:`streams.kafka.state.ChangelogState`)."""
+WRITTEN_BY_STAGES = (*STAGE_OUTPUTS, *(changelog_topic(state) for state in State))
+"""Every topic the stages write, before the prefix: their outputs and their state's changelogs."""
 
 
 def stage_records_figure(records: dict[str, int], raw_events: int) -> Figure:
     """The Kafka records the stages wrote per raw event, each topic's share in the notes, and the
     post windows' changelog records per engagement message (at most one per post per batch)."""
-    engagement, windows = records.get(Topic.GROWTH_ENGAGEMENT, 0), records.get("state.post-windows", 0)
+    engagement, windows = records.get(Topic.GROWTH_ENGAGEMENT, 0), records.get(changelog_topic(State.POST_WINDOWS), 0)
     per_topic = ", ".join(f"{name} {count / raw_events:.2f}" for name, count in records.items())
     per_engagement = f"; {windows / engagement:.2f} post-window records per engagement" if engagement else ""
     return Figure("catchup", "Kafka records the stages wrote per raw event", sum(records.values()) / raw_events,
@@ -154,7 +154,7 @@ async def bench_catchup(opts: Options, n: int) -> list[Figure]:
                 for worker in workers.values():
                     worker.stop(15)
             messages = await kafka.end_total(growth)
-            records = {name: await kafka.end_total(corner.topic(name)) for name in STAGE_OUTPUTS}
+            records = {name: await kafka.end_total(corner.topic(name)) for name in WRITTEN_BY_STAGES}
         assert clock.done_s is not None
         first_moves = [moves[0][1] for moves in watcher.moves.values() if moves]
         first_row_s = min(first_moves) - started if first_moves else None

@@ -28,6 +28,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streams.config import Settings
 from streams.kafka.clients import Outbox, Sender, new_reader
 from streams.observability.log import ContextLogger, get_logger
+from streams.topology import changelog_topic
 
 __all__ = ["ChangelogState", "DecodedView", "StateBatch"]
 
@@ -141,7 +142,7 @@ class ChangelogState:
         """``sender`` sends the changelog records (the stage's outboxes go through it)."""
         self.name = name
         self.settings = settings
-        self.topic = settings.topic(f"state.{name}")
+        self.topic = settings.topic(changelog_topic(name))
         self._sender = sender
         self._partitions: dict[int, dict[str, bytes]] = {}
         self._topic_ready = False
