@@ -143,26 +143,29 @@ class Collector:
             if recording:
                 span.set_attribute("skipped", outcome.skipped)
             return
-        for name, decision in outcome.decisions.items():
-            if recording:
+        if recording:
+            for name, decision in outcome.decisions.items():
                 self._trace_decision(span, name, decision)
-            self._log_candidates(name, decision)
+        events = outcome.all_events
+        candidates = events[len(outcome.events):]
+        for found in candidates:
+            self.log.info("candidate found", strategy=found.strategy, candidate=found.did, score=found.score,
+                          reasons="; ".join(found.reasons))
         for did, memory in outcome.state_changes.accounts.items():
             accounts.put(partition, did, memory)
         # every event of this message is sent inside its span: one trace context for all of them
-        trace_headers = inject_headers([]) if span.get_span_context().is_valid else []
-        source_id = (Header.SOURCE_ID, source.id.encode())
-        events = outcome.all_events
-        common = [source_id, *trace_headers]
+        common = [(Header.SOURCE_ID, source.id.encode())]
+        if span.get_span_context().is_valid:
+            inject_headers(common)
         for key, group in by_partition_key(events).items():
-            schemas = (Header.SCHEMA, ",".join(event.schema_name for event in group).encode())
+            schemas = (Header.SCHEMA, ",".join([event.schema_name for event in group]).encode())
             outbox.add(self.events_topic, key, encode_group(group), [schemas, *common])
         if self.route is not None:
             for event in events:
                 self.route(event, common, outbox)
         emitted = len(events)
         self.stats.domain_events += emitted
-        self.stats.candidates += len(events) - len(outcome.events)
+        self.stats.candidates += len(candidates)
         if self.log.is_enabled_for(logging.DEBUG):
             self.log.debug("event collected", did=source.did, collection=source.collection or source.kind,
                            operation=source.operation or "", source_id=source.id, domain_events=emitted,
@@ -181,13 +184,6 @@ class Collector:
             case Failure(declined):
                 span.set_attributes({f"strategy.{name}": "declined",
                                      f"strategy.{name}.reason": str(getattr(declined, "code", declined))})
-
-    def _log_candidates(self, name: str, decision: Any) -> None:
-        match decision:
-            case Success(candidates):
-                for found in candidates:
-                    self.log.info("candidate found", strategy=name, candidate=found.did,
-                                  score=found.score, reasons="; ".join(found.reasons))
 
     def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int,
                      value: bytes, span: trace.Span, outbox: Outbox) -> None:

@@ -64,7 +64,6 @@ class Popularity:
         self.rejections: dict[str, int] = {}  # dead letters by reason (metrics read it)
         self.expired = 0  # windows forgotten (tombstoned in the changelog)
         self._swept_at: dict[int, int] = {}  # partition -> event time of its last sweep
-        self.routed = 0  # engagement messages sent to growth.engagement (metrics read it)
 
     def route(self, event: DomainEvent, headers: list[tuple[str, bytes]], outbox: Outbox) -> None:
         """Add an engagement ``event`` for ``growth.engagement`` to ``outbox`` (one event a
@@ -72,10 +71,12 @@ class Popularity:
         keyed by the post it concerns; other events are not routed."""
         if not self.config.enabled or event.schema_name not in ENGAGEMENT_SCHEMAS:
             return
+        engagements = engagements_of(_collected(event))
+        if not engagements:
+            return
         value, headers = encode(event), [(Header.SCHEMA, event.schema_name.encode()), *headers]
-        for engagement in engagements_of(_collected(event)):
+        for engagement in engagements:
             outbox.add(self.engagement_topic, engagement.post_uri.encode(), value, headers)
-            self.routed += 1
 
     async def observe_batch(self, records: Iterable[Any], partitions: Iterable[int], outbox: Outbox) -> None:
         """Count engagement ``records`` (each with ``partition`` and ``value``) of ``partitions``
