@@ -42,3 +42,8 @@ def test_without_bge_python_the_distributions_build_comes_first() -> None:
     if Path("/usr/bin/python3.11").exists():
         assert chosen == "/usr/bin/python3.11"
     assert _version(chosen) >= (3, 11)
+
+
+def test_identity_tells_a_venv_from_another_interpreter_by_base_prefix_and_version() -> None:
+    result = subprocess.run([str(SCRIPT), "--identity", sys.executable], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"{sys.base_prefix} {sys.version}"
