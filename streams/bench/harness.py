@@ -462,6 +462,17 @@ class ProcessSampler(BackgroundLoop):
         return sum(self.faults[name].values()) if name in self.faults else None
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user and system) process ``pid`` used so far; 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return 0.0
+    return times.user + times.system
+
+
 def service_cpu_s() -> dict[str, float]:
     """CPU seconds (user and system) used so far by the local stack's Postgres and Kafka
     processes, and by the whole machine (``all``, every core): take it before and after a
@@ -707,23 +718,31 @@ async def gather_cleanup(corners: Iterable[Corner]) -> None:
 
 
 async def slope(read: Callable[[], Awaitable[int]], target: int, *, timeout: float, interval: float = 0.1,
-                alive: Callable[[], bool] | None = None) -> dict[str, float]:
+                alive: Callable[[], bool] | None = None,
+                cpu: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
     """Throughput of a counter that climbs to ``target``: polls ``read`` and returns the rate
     between the first poll that saw progress and the poll that saw ``target`` (start-up
-    excluded), with the times. Raises TimeoutError when it does not get there."""
+    excluded), with the times. With ``cpu`` (CPU seconds used so far, by name), also the CPU
+    each name used over the same span per event counted, in µs (``cpu_us``). Raises
+    TimeoutError when it does not get there."""
     deadline = time.monotonic() + timeout
     first: tuple[float, int] | None = None
+    cpu_at_first: dict[str, float] = {}
     while True:
         now = time.monotonic()
         value = await read()
         if first is None and value > 0:
             first = (now, value)
+            cpu_at_first = cpu() if cpu is not None else {}
         if value >= target and first is not None:
             elapsed = now - first[0]
             counted = value - first[1]
             if elapsed <= 0 or counted <= 0:  # everything arrived between two polls
-                return {"rate": float("nan"), "seconds": elapsed, "counted": counted, "value": value}
-            return {"rate": counted / elapsed, "seconds": elapsed, "counted": counted, "value": value}
+                return {"rate": float("nan"), "seconds": elapsed, "counted": counted, "value": value, "cpu_us": {}}
+            cpu_us = {name: (used - cpu_at_first[name]) / counted * 1e6
+                      for name, used in (cpu() if cpu is not None else {}).items()}
+            return {"rate": counted / elapsed, "seconds": elapsed, "counted": counted, "value": value,
+                    "cpu_us": cpu_us}
         if alive is not None and not alive():
             raise RuntimeError(f"the measured process exited at {value}/{target}")
         if now >= deadline:

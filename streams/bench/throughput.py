@@ -58,7 +58,9 @@ from streams.bench.harness import (
     batch_gc_policy,
     corpus_file,
     corpus_lines,
+    process_cpu_s,
     produce_raw,
+    service_cpu_s,
     slope,
 )
 from streams.config import Settings
@@ -104,7 +106,8 @@ async def _ingest_once(opts: Options, corpus: Path, n: int, compress: bool) -> t
             sampler = ProcessSampler().start()
             sampler.watch("ingest", lambda: ingest.pid)
             try:
-                product = await slope(lambda: kafka.end_total(raw), n, timeout=timeout, alive=lambda: ingest.alive)
+                product = await slope(lambda: kafka.end_total(raw), n, timeout=timeout, alive=lambda: ingest.alive,
+                                      cpu=lambda: _ingest_cpu_s(ingest, server))
             finally:
                 await sampler.stop()
                 ingest.stop()
@@ -119,7 +122,8 @@ async def _ingest_once(opts: Options, corpus: Path, n: int, compress: bool) -> t
             corner.procs.append(base_proc)
             try:
                 baseline = await slope(lambda: kafka.end_total(baseline_topic), n, timeout=timeout,
-                                       alive=lambda: base_proc.alive or base_proc.returncode == 0)
+                                       alive=lambda: base_proc.alive or base_proc.returncode == 0,
+                                       cpu=lambda: _ingest_cpu_s(base_proc, server))
             finally:
                 base_proc.stop()
                 server.stop()
@@ -127,6 +131,18 @@ async def _ingest_once(opts: Options, corpus: Path, n: int, compress: bool) -> t
         return product, baseline, sampler.peak_mb("ingest")
     finally:
         await corner.cleanup()
+
+
+def _ingest_cpu_s(ingest: Proc, server: Proc) -> dict[str, float]:
+    """CPU seconds used so far by an ingest (``bge ingest`` or the bare loop), the Jetstream server
+    feeding it, and Kafka."""
+    return {"ingest": process_cpu_s(ingest.pid), "server": process_cpu_s(server.pid),
+            "kafka": service_cpu_s()["kafka"]}
+
+
+def _cpu_note(cpu_us: dict[str, float]) -> str:
+    return (f"CPU per event: {cpu_us['ingest']:.1f} µs, its server {cpu_us['server']:.1f}, "
+            f"Kafka {cpu_us['kafka']:.1f}") if cpu_us else ""
 
 
 async def bench_ingest(opts: Options, n: int) -> list[Figure]:
@@ -138,12 +154,15 @@ async def bench_ingest(opts: Options, n: int) -> list[Figure]:
         base_label = f"baseline: websocket → aiokafka ({mode})"
         ratio = product["rate"] / baseline["rate"] if baseline["rate"] else None
         figures.append(Figure("ingest", base_label, baseline["rate"], "events/s", role="baseline",
-                              extra={"seconds": baseline["seconds"]}))
+                              notes=_cpu_note(baseline["cpu_us"]),
+                              extra={"seconds": baseline["seconds"], "cpu_us_per_event": baseline["cpu_us"]}))
         figures.append(Figure(
             "ingest", f"bge ingest ({mode})", product["rate"], "events/s", baseline=base_label,
             target=targets.INGEST.text, met=targets.INGEST.met(product["rate"], baseline["rate"]),
-            notes=f"{ratio:.0%} of baseline; peak RSS {rss or 0:.0f} MB" if ratio else "",
-            extra={"seconds": product["seconds"], "ratio": ratio, "peak_rss_mb": rss},
+            notes="; ".join(filter(None, [f"{ratio:.0%} of baseline" if ratio else "", f"peak RSS {rss or 0:.0f} MB",
+                                          _cpu_note(product["cpu_us"])])),
+            extra={"seconds": product["seconds"], "ratio": ratio, "peak_rss_mb": rss,
+                   "cpu_us_per_event": product["cpu_us"]},
         ))
     return figures
 

@@ -296,8 +296,7 @@ class Ingest:
                     self._reading_since = loop.time()
                     frame = await ws.recv(decode=False)
                     self._reading_since = None
-                    arrived_us = int(time.time() * 1e6)
-                    facts = await self._handle(frame, url, arrived_us)
+                    facts = await self._handle(frame, url)
                     if facts is None:
                         continue
                     received += 1
@@ -332,7 +331,7 @@ class Ingest:
                     ws.transport.abort()
                 return
 
-    async def _handle(self, frame: bytes, url: str, arrived_us: int) -> FrameFacts | None:
+    async def _handle(self, frame: bytes, url: str) -> FrameFacts | None:
         """Produce one frame's event, drop it as a duplicate, or dead-letter it."""
         stats = self.stats
         stats.events_in += 1
@@ -342,7 +341,7 @@ class Ingest:
                               max_bytes=settings.jetstream_max_message_bytes)
             facts = read_facts(raw)
         except BadFrame as exc:
-            await self._dead_letter(frame, exc, url, arrived_us)
+            await self._dead_letter(frame, exc, url)
             return None
         stats.produced += await self._outgoing.make_room(facts.time_us)
         if not self._recent.add(facts.identity, facts.time_us):
@@ -367,7 +366,7 @@ class Ingest:
                 self._recent.forget_older_than(facts.time_us - 4 * self._rewind_us)
         return facts
 
-    async def _dead_letter(self, frame: bytes, exc: BadFrame, url: str, arrived_us: int) -> None:
+    async def _dead_letter(self, frame: bytes, exc: BadFrame, url: str) -> None:
         stats = self.stats
         stats.dead_lettered += 1
         stats.dlq_reasons[exc.reason] = stats.dlq_reasons.get(exc.reason, 0) + 1
@@ -375,7 +374,7 @@ class Ingest:
                          size=len(frame))
         headers = dead_letter_headers(
             error_class=type(exc).__name__, reason=exc.reason, message=str(exc), source="jetstream",
-            failed_at=datetime.fromtimestamp(arrived_us / 1e6, UTC), endpoint=url,
+            failed_at=datetime.now(UTC), endpoint=url,
         )
         headers.append((Header.COMPRESSED, b"true" if self.settings.jetstream_compress else b"false"))
         inject_headers(headers)

@@ -7,9 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.ingest import codec
-from streams.ingest.frames import BadFrame, event_bytes, read_facts
+from streams.ingest.frames import BadFrame, FrameFacts, _checked_facts, event_bytes, read_facts
 from streams.ingest.outgoing import DeliveryFailed, Outgoing
 from streams.ingest.session import MAX_URL_LENGTH, subscribe_request
 from streams.ingest.resume import RecentIdentities
@@ -47,6 +49,61 @@ def test_frames_that_are_not_events_are_rejected_with_a_reason(raw: bytes, reaso
     with pytest.raises(BadFrame) as caught:
         read_facts(raw)
     assert caught.value.reason == reason
+
+
+COMMIT = next(line for line in SAMPLE if b'"kind":"commit"' in line)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xef\xbb\xbf" + COMMIT, "invalid_json"),  # simdjson would take the byte-order mark, orjson does not
+        (COMMIT[:-1] + b',"n":1e999}', "invalid_json"),  # past a double
+        (COMMIT[:-1] + b',"s":"\xff"}', "invalid_json"),  # not UTF-8
+        (COMMIT[:-1] + b',"s":"\\ud800"}', "invalid_json"),  # a lone surrogate
+        (COMMIT[:-1] + b',"d":' + b"[" * 2000 + b"]" * 2000 + b"}", "invalid_json"),  # nested too deep
+        (COMMIT + b" {}", "invalid_json"),  # a second document
+        (COMMIT.replace(b'"time_us":', b'"time_us":true,"x":'), "not_an_event"),
+        (COMMIT.replace(b'"rev":"', b'"rev":7,"x":"'), "not_an_event"),
+        (COMMIT.replace(b'"rkey":"', b'"rkey":"","x":"'), "not_an_event"),
+        (COMMIT.replace(b'"did":"did:', b'"did":"pid:'), "not_an_event"),
+    ],
+)
+def test_commit_frames_read_the_fast_way_are_refused_as_the_general_way_refuses(raw: bytes, reason: str) -> None:
+    for read in (read_facts, _checked_facts):
+        with pytest.raises(BadFrame) as caught:
+            read(raw)
+        assert caught.value.reason == reason, read
+
+
+def test_a_commit_simdjson_refuses_but_orjson_takes_is_read_the_general_way() -> None:
+    raw = COMMIT[:-1] + b',"n":123456789012345678901234567890}'  # an integer past 64 bits
+    assert read_facts(raw) == _checked_facts(raw) == read_facts(COMMIT)
+
+
+def _outcome(read, raw: bytes) -> FrameFacts | str:
+    try:
+        return read(raw)
+    except BadFrame as exc:
+        return exc.reason
+
+
+_JSONISH = st.sampled_from(list(b'{}[],:"\\0123456789.eE+-tfnul \t\x00\x7f\x80\xff\xc3'))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(SAMPLE), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2), _JSONISH), max_size=3))
+def test_the_fast_way_and_the_general_way_agree_on_any_damaged_frame(line: bytes, edits: list[tuple[int, int, int]]) -> None:
+    raw = bytearray(line)
+    for at, how, byte in edits:
+        at %= len(raw)
+        if how == 0:
+            raw[at] = byte
+        elif how == 1:
+            raw.insert(at, byte)
+        else:
+            del raw[at]
+    assert _outcome(read_facts, bytes(raw)) == _outcome(_checked_facts, bytes(raw))
 
 
 def test_compressed_frames_are_decoded_with_a_bounded_output() -> None:
