@@ -128,13 +128,18 @@ def merge_repeats(runs: Sequence[Sequence[Figure]]) -> list[Figure]:
         notes = [f"median of {len(measured_values)} of {len(runs)} runs"]
         if measured_values:
             notes.append(f"{_number(min(measured_values), first.unit)}-{_number(max(measured_values), first.unit)}")
-        extra: dict[str, Any] = {"runs": values, "failed": any(f.extra.get("failed") for f in seen)}
+        extra: dict[str, Any] = {"runs": values, "failed": any(f.extra.get("failed") for f in seen),
+                                 "each_run": [f.extra for f in seen]}
         if first.baseline is not None:
             ratios = [f.value / base[first.baseline] for f, base in zip(seen, baselines, strict=False)
                       if measured(f.value) and measured(base.get(first.baseline)) and base[first.baseline]]
             if ratios:
                 extra["ratios"] = ratios
                 notes.append("of the baseline: " + ", ".join(f"{r:.0%}" for r in ratios))
+        cpu = [f.extra["cpu_us_per_event"] for f in seen if f.extra.get("cpu_us_per_event")]
+        if cpu:
+            extra["cpu_us_per_event"] = {name: statistics.median(run[name] for run in cpu) for name in cpu[0]}
+            notes.append("CPU per event, medians: " + ", ".join(f"{name} {us:.1f} µs" for name, us in extra["cpu_us_per_event"].items()))
         decided = [f.met for f in seen if f.met is not None]
         met = None if not decided else sum(decided) * 2 > len(runs)
         if decided:

@@ -90,20 +90,23 @@ class Outgoing:
             settled += events
         return settled
 
-    def _oldest_us(self) -> int | None:
-        if self._sent:
-            return self._sent[0][0]
-        return self._open_first_us if self._open is not None else None
-
     def _full(self, next_time_us: int) -> bool:
-        oldest = self._oldest_us()
-        return oldest is not None and (len(self) >= self.max_count or next_time_us - oldest > self.max_span_us)
+        """Whether the event at ``next_time_us`` must wait (called for every event: no helpers)."""
+        if self._sent:
+            oldest = self._sent[0][0]
+        elif self._open is not None:
+            oldest = self._open_first_us
+        else:
+            return False
+        return (self._sent_events + self._open_events >= self.max_count
+                or next_time_us - oldest > self.max_span_us)
 
     async def make_room(self, next_time_us: int) -> int:
         """Wait until one more event fits: fewer than ``max_count`` unacknowledged and the span
         from the oldest of them to ``next_time_us`` within ``max_span_us``. Returns the number
         of events acknowledged meanwhile."""
-        settled = self.settle_done()
+        sent = self._sent
+        settled = self.settle_done() if sent and sent[0][2].done() else 0
         while self._full(next_time_us):
             if not self._sent:
                 self.flush()  # the open batch is what must be acknowledged first

@@ -66,6 +66,17 @@ def test_repeated_runs_show_the_median_each_runs_ratio_and_the_majority_on_the_t
     assert "one run's own note" not in product.notes
 
 
+def test_repeated_runs_keep_each_runs_extras_and_the_median_cpu_per_event():
+    def run(rate: float, ingest_us: float) -> list[Figure]:
+        return [Figure("ingest", "bge ingest (zstd)", rate, "events/s",
+                       extra={"ratio": 0.9, "cpu_us_per_event": {"ingest": ingest_us, "kafka": 2.0}})]
+
+    (merged,) = merge_repeats([run(100.0, 20.0), run(90.0, 30.0), run(110.0, 22.0)])
+    assert [e["cpu_us_per_event"]["ingest"] for e in merged.extra["each_run"]] == [20.0, 30.0, 22.0]
+    assert merged.extra["cpu_us_per_event"] == {"ingest": 22.0, "kafka": 2.0}
+    assert "ingest 22.0 µs, kafka 2.0 µs" in merged.notes
+
+
 def test_a_target_met_in_half_the_runs_or_fewer_is_not_met():
     product = merge_repeats([_replay_run(100.0, 90.0, True), _replay_run(100.0, 50.0, False)])[1]
     assert product.met is False and product.value == 70.0
