@@ -81,6 +81,18 @@ def test_a_commit_simdjson_refuses_but_orjson_takes_is_read_the_general_way() ->
     assert read_facts(raw) == _checked_facts(raw) == read_facts(COMMIT)
 
 
+def test_a_refused_frame_kept_with_its_traceback_does_not_slow_later_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BadFrame) as kept:  # refused the general way after simdjson parsed it
+        read_facts(COMMIT.replace(b'"rev":"', b'"rev":7,"x":"'))
+    assert kept.value.__traceback__ is not None
+
+    def general_way(raw: bytes) -> FrameFacts:
+        raise AssertionError("a well-formed commit went the general way")
+
+    monkeypatch.setattr("streams.ingest.frames._checked_facts", general_way)
+    assert read_facts(COMMIT).kind == "commit"
+
+
 def _outcome(read, raw: bytes) -> FrameFacts | str:
     try:
         return read(raw)
