@@ -89,22 +89,19 @@ def read_facts(raw: bytes) -> FrameFacts:
     :func:`_checked_facts`, which says what is wrong.
     """
     fields = _commit_fields(raw)
-    if fields is None:
-        return _checked_facts(raw)
-    did, time_us, rev, collection, rkey, operation = fields
-    if (type(did) is str and type(time_us) is int and type(rev) is str and type(collection) is str
-            and type(rkey) is str and type(operation) is str and did.startswith("did:") and time_us > 0
-            and rev and collection and rkey and operation):
-        return FrameFacts(did, time_us, "commit", commit_source_id(did, rev, collection, rkey, operation),
-                          collection, operation)
+    if fields is not None:
+        did, time_us, rev, collection, rkey, operation = fields
+        if did.startswith("did:") and time_us > 0 and rev and collection and rkey and operation:
+            return FrameFacts(did, time_us, "commit", commit_source_id(did, rev, collection, rkey, operation),
+                              collection, operation)
     return _checked_facts(raw)
 
 
-def _commit_fields(raw: bytes) -> tuple[object, ...] | None:
-    """A commit's did, time_us, rev, collection, rkey and operation as simdjson reads them (of any
-    JSON type); None for anything else. The parser holds one document at a time and refuses a new
-    one while a proxy of the last is alive, so only plain values leave this function (a proxy kept
-    alive by a traceback would send every later frame the general way)."""
+def _commit_fields(raw: bytes) -> tuple[str, int, str, str, str, str] | None:
+    """A commit's did, time_us, rev, collection, rkey and operation when simdjson reads them as
+    strings and an integer; None for anything else. The parser holds one document at a time and
+    refuses a new one while a proxy of the last is alive, so only plain values leave this function
+    (a proxy kept alive by a traceback would send every later frame the general way)."""
     if raw.startswith(_BOM):
         return None
     try:
@@ -112,9 +109,14 @@ def _commit_fields(raw: bytes) -> tuple[object, ...] | None:
         if event["kind"] != "commit":
             return None
         commit = event["commit"]
-        return event["did"], event["time_us"], commit["rev"], commit["collection"], commit["rkey"], commit["operation"]
+        did, time_us = event["did"], event["time_us"]
+        rev, collection, rkey, operation = commit["rev"], commit["collection"], commit["rkey"], commit["operation"]
     except (ValueError, KeyError, TypeError, RuntimeError):  # not JSON, not an object, a field missing
         return None
+    if (type(did) is str and type(time_us) is int and type(rev) is str and type(collection) is str
+            and type(rkey) is str and type(operation) is str):
+        return did, time_us, rev, collection, rkey, operation
+    return None
 
 
 def _checked_facts(raw: bytes) -> FrameFacts:

@@ -81,9 +81,13 @@ def test_a_commit_simdjson_refuses_but_orjson_takes_is_read_the_general_way() ->
     assert read_facts(raw) == _checked_facts(raw) == read_facts(COMMIT)
 
 
-def test_a_refused_frame_kept_with_its_traceback_does_not_slow_later_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("refused", [COMMIT.replace(b'"rev":"', b'"rev":7,"x":"'),
+                                     COMMIT.replace(b'"did":"', b'"did":{"a":[1]},"x":"')])
+def test_a_refused_frame_kept_with_its_traceback_does_not_slow_later_frames(
+    refused: bytes, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(BadFrame) as kept:  # refused the general way after simdjson parsed it
-        read_facts(COMMIT.replace(b'"rev":"', b'"rev":7,"x":"'))
+        read_facts(refused)
     assert kept.value.__traceback__ is not None
 
     def general_way(raw: bytes) -> FrameFacts:
