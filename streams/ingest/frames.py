@@ -7,6 +7,7 @@ and the parts of its identity) to key, deduplicate and label the original bytes 
 from __future__ import annotations
 
 import functools
+from codecs import BOM_UTF8
 from typing import Final, NamedTuple, TypeGuard
 
 import orjson
@@ -78,7 +79,6 @@ def event_bytes(frame: bytes, *, compressed: bool, max_bytes: int) -> bytes:
 # reason. One parser for the process: its callers (the ingest, the resume, explain, the dead-letter
 # commands) all run on one event loop's thread, and a parser is not for two threads at once.
 _PARSER: Final = simdjson.Parser()
-_BOM: Final = b"\xef\xbb\xbf"
 
 
 def read_facts(raw: bytes) -> FrameFacts:
@@ -103,7 +103,7 @@ def _commit_fields(raw: bytes) -> tuple[str, int, str, str, str, str] | None:
     strings and an integer; None for anything else. The parser holds one document at a time and
     refuses a new one while a proxy of the last is alive, so only plain values leave this function
     (a proxy kept alive by a traceback would send every later frame the general way)."""
-    if raw.startswith(_BOM):
+    if raw.startswith(BOM_UTF8):
         return None
     try:
         event = _PARSER.parse(raw)
